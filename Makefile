@@ -1,0 +1,50 @@
+# The two set-up commands of the README:
+#   make book   install what is missing, execute every page, build the HTML
+#   make test   install what is missing, lint, run the tests and doctests
+#
+# Knobs: PROFILE (smoke, cpu, paper), PYTHON (an interpreter >= 3.10),
+# VENV (where the environment goes), HESSLIB_DATA (the data folder).
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= cpu
+BIN := $(VENV)/bin
+
+# The data folder: $HESSLIB_DATA if set, else ../shared/data when it exists.
+ifeq ($(origin HESSLIB_DATA), undefined)
+  ifneq ($(wildcard ../shared/data/mnist.npz),)
+    export HESSLIB_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: book pages html test lint lab data clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[book,dev]'
+	touch $@
+
+data: $(BIN)/.installed
+	$(BIN)/python scripts/fetch_data.py
+
+book: $(BIN)/.installed data
+	$(BIN)/python scripts/build_book.py --profile $(PROFILE)
+
+pages: $(BIN)/.installed data
+	$(BIN)/python scripts/build_book.py --profile $(PROFILE) --no-html
+
+html: $(BIN)/.installed
+	$(BIN)/jupyter-book build book/
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check hesslib tests notebooks scripts benchmarks
+
+test: $(BIN)/.installed data lint
+	$(BIN)/python -m pytest
+
+lab: $(BIN)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf _build book/pages
