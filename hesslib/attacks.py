@@ -2,7 +2,8 @@
 
 FGSM, PGD under the L-infinity and L2 norms, attacks over a whole in-memory data set
 in batches, robustness curves (accuracy under attack per eps) and the authors' robust
-training batch mix (Yao et al., 2018, section 6 of the book's paper notes).
+training batch mix of Yao et al. (2018): a fraction of each batch replaced by FGSM
+examples.
 
 Conventions shared by every attack here:
 
@@ -22,7 +23,9 @@ Conventions shared by every attack here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -108,7 +111,7 @@ def _check_pixels(x: Tensor) -> None:
 
 
 def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
@@ -117,6 +120,33 @@ def _check_inputs(x: Tensor, y: Tensor, eps: float, norm: str) -> None:
     _check_norm(norm)
     _check_samples(x, y)
     _check_pixels(x)
+
+
+def _check_curve_args(
+    eps_list: tuple[float, ...], attack: str, step_size_factor: float
+) -> None:
+    if attack not in get_args(AttackName):
+        raise ValueError(
+            f"attack must be one of {get_args(AttackName)}, got {attack!r}."
+        )
+    if not eps_list:
+        raise ValueError("eps_list is empty; pass at least one radius, e.g. [0.0].")
+    for eps in eps_list:
+        _check_eps(eps)
+    if not (math.isfinite(step_size_factor) and step_size_factor > 0):
+        raise ValueError(
+            f"step_size_factor must be a finite number > 0, got {step_size_factor!r}."
+        )
+
+
+def _for_autograd(t: Tensor) -> Tensor:
+    """Detach ``t``; copy it if it was made under ``torch.inference_mode``."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "attacks need autograd for the input gradient; call them outside "
+            "torch.inference_mode() (torch.no_grad() around them is fine)."
+        )
+    return t.clone() if t.is_inference() else t.detach()
 
 
 # ------------------------------------------------------------------------- helpers
@@ -278,6 +308,8 @@ def pgd(
     Raises:
         ValueError: If ``eps < 0``, ``norm`` is unknown, ``steps < 1``,
             ``step_size < 0``, ``x`` leaves [0, 1] or ``x`` and ``y`` differ in length.
+        RuntimeError: If called under ``torch.inference_mode()`` (tensors made there
+            are fine).
 
     Example:
         >>> import torch
@@ -297,7 +329,7 @@ def pgd(
         raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}.")
     loss_fn = _default_loss if loss_fn is None else loss_fn
     signed_step = -step_size if targeted else step_size
-    x = x.detach()
+    x, y = _for_autograd(x), _for_autograd(y)
     with _eval_mode(model):
         x_adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
         if callback is not None:
@@ -554,38 +586,26 @@ def robustness_curve(
         True
 
     """
-    if attack not in get_args(AttackName):
-        raise ValueError(
-            f"attack must be one of {get_args(AttackName)}, got {attack!r}."
-        )
     eps_tuple = tuple(float(eps) for eps in eps_list)
-    if not eps_tuple:
-        raise ValueError("eps_list is empty; pass at least one radius, e.g. [0.0].")
-    for eps in eps_tuple:
-        _check_eps(eps)
+    _check_curve_args(eps_tuple, attack, step_size_factor)
     _check_norm(norm)
     _check_positive_int("steps", steps)
     _check_positive_int("batch_size", batch_size)
-    if not (math.isfinite(step_size_factor) and step_size_factor > 0):
-        raise ValueError(
-            f"step_size_factor must be a finite number > 0, got {step_size_factor!r}."
-        )
     _check_samples(x, y)
     _check_pixels(x)
-
     if attack == "fgsm":  # one step of length eps from x itself
         steps, step_size_factor, random_start = 1, 1.0, False
+    run = functools.partial(
+        pgd, model, norm=norm, steps=steps, random_start=random_start,
+        generator=generator, loss_fn=loss_fn,
+    )  # fmt: skip
     clean, correct = 0, [0] * len(eps_tuple)
     batches = _batches(x, y, batch_size, device, progress=progress, desc="robustness")
     with _eval_mode(model):
         for xb, yb in batches:
             clean += _n_correct(model, xb, yb)
             for i, eps in enumerate(eps_tuple):
-                x_adv = pgd(
-                    model, xb, yb, eps, norm=norm, steps=steps,
-                    step_size=step_size_factor * eps / steps,
-                    random_start=random_start, generator=generator, loss_fn=loss_fn,
-                )  # fmt: skip
+                x_adv = run(xb, yb, eps, step_size=step_size_factor * eps / steps)
                 correct[i] += _n_correct(model, x_adv, yb)
     n = x.shape[0]
     return RobustnessCurve(

@@ -294,6 +294,18 @@ def test_works_under_no_grad(mlp, data):
     assert not torch.equal(x_adv, x)
 
 
+def test_inference_tensors_are_accepted_but_inference_mode_is_refused(mlp, data):
+    x, y = data
+    with torch.inference_mode():
+        x_inf, y_inf = x.clone(), y.clone()
+    torch.testing.assert_close(fgsm(mlp, x_inf, y_inf, 0.05), fgsm(mlp, x, y, 0.05))
+    with (
+        torch.inference_mode(),
+        pytest.raises(RuntimeError, match=r"outside torch\.inference_mode"),
+    ):
+        pgd(mlp, x, y, 0.05)
+
+
 # ------------------------------------------------------------------------ errors
 
 
