@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_STEP_SIZE_FACTOR",
     "DEFAULT_STEPS",
     "ROBUST_EPS",
@@ -58,14 +59,15 @@ Callback = Callable[[int, Tensor], None]
 
 PIXEL_MIN = 0.0
 PIXEL_MAX = 1.0
-# Madry et al. (2018): a step of 2.5 * eps / steps lets PGD cross the ball and back.
+# The usual PGD rule of thumb: steps of 2.5 * eps / steps travel 2.5 radii in all,
+# enough to cross the ball and come back.
 DEFAULT_STEP_SIZE_FACTOR = 2.5
 # Ten steps are the common PGD budget for evaluation at small eps.
 DEFAULT_STEPS = 10
 # The authors' robust training: 20% of each batch replaced by FGSM examples, eps 0.005.
 ROBUST_FRACTION = 0.2
 ROBUST_EPS = 0.005
-# Large enough to keep a GPU busy on CIFAR-sized models, small enough for 2 CPU cores.
+# Large enough to keep a GPU busy on CIFAR-sized models, small enough for a CPU.
 DEFAULT_BATCH_SIZE = 256
 
 

@@ -150,6 +150,25 @@ def test_l2_clamp_after_ball_never_leaves_the_ball():
 
 
 @pytest.mark.parametrize("norm", NORMS)
+def test_random_start_is_uniform_in_the_ball(norm):
+    """Inside the box, (radius / eps)^d (L2) and each coordinate (linf) are uniform."""
+    n, eps = 4000, 0.2
+    x = torch.full((n, 1, 2, 2), 0.5, dtype=torch.float64)  # the box never binds
+    starts = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double()
+    pgd(
+        model, x, torch.zeros(n, dtype=torch.long), eps, norm=norm, steps=1,
+        generator=torch.Generator().manual_seed(0),
+        callback=lambda step, x_adv: starts.append(x_adv) if step == 0 else None,
+    )  # fmt: skip
+    delta = (starts[0] - x).flatten(1) / eps
+    u = delta.norm(dim=1) ** 4 if norm == "l2" else (delta + 1) / 2
+    # Mean and variance of U(0, 1) are 1/2 and 1/12; 4000 draws give ~0.005 error.
+    assert u.mean().item() == pytest.approx(0.5, abs=0.03)
+    assert u.var().item() == pytest.approx(1 / 12, abs=0.01)
+
+
+@pytest.mark.parametrize("norm", NORMS)
 def test_eps_zero_returns_x(mlp, data, norm):
     x, y = data
     assert torch.equal(fgsm(mlp, x, y, 0.0, norm=norm), x)
@@ -477,3 +496,47 @@ def test_adversarial_mix_defaults_follow_the_paper(mlp, data):
     assert attacks.ROBUST_FRACTION == 0.2 and attacks.ROBUST_EPS == 0.005
     assert changed.sum().item() == round(0.2 * N_SAMPLES)
     _assert_feasible(mixed, x, 0.005, "linf")
+
+
+# -------------------------------------------- optional cross-check: torchattacks
+
+# torchattacks divides the gradient of the *mean* loss by its L2 norm plus 1e-10, so
+# on confidently classified samples (norm ~1e-10) its L2 steps shrink; ours do not.
+# The L2 comparison keeps samples whose gradient is far above that floor.
+L2_CROSS_MIN_GRAD_NORM = 1e-2
+L2_CROSS_ATOL = 1e-6
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_matches_torchattacks(mlp, data, targeted):
+    """Same iterates as torchattacks without random start (it is not a dependency)."""
+    ta = pytest.importorskip("torchattacks")
+    x, y = data
+    labels = (y + 1) % N_CLASSES if targeted else y
+    grad = attacks._input_grad(mlp, x, labels, attacks._default_loss)
+    steep = grad.flatten(1).norm(dim=1) > L2_CROSS_MIN_GRAD_NORM
+    assert steep.sum() >= 10, "too few samples to compare the L2 attack on"
+    x_l2, labels_l2 = x[steep], labels[steep]
+    eps, alpha, steps = 0.1, 0.03, 5
+    cases = [
+        (ta.FGSM(mlp, eps=eps), fgsm(mlp, x, labels, eps, targeted=targeted), 0.0),
+        (
+            ta.PGD(mlp, eps=eps, alpha=alpha, steps=steps, random_start=False),
+            pgd(mlp, x, labels, eps, steps=steps, step_size=alpha,
+                random_start=False, targeted=targeted),
+            BALL_ATOL,
+        ),
+        (
+            ta.PGDL2(mlp, eps=4 * eps, alpha=4 * alpha, steps=steps,
+                     random_start=False),
+            pgd(mlp, x_l2, labels_l2, 4 * eps, norm="l2", steps=steps,
+                step_size=4 * alpha, random_start=False, targeted=targeted),
+            L2_CROSS_ATOL,
+        ),
+    ]  # fmt: skip
+    for attack, ours, atol in cases:
+        if targeted:
+            attack.set_mode_targeted_by_label(quiet=True)
+        is_l2 = isinstance(attack, ta.PGDL2)
+        theirs = attack(x_l2, labels_l2) if is_l2 else attack(x, labels)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=atol, msg=str(attack))
