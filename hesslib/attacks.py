@@ -282,7 +282,8 @@ def pgd(
     ``norm="linf"`` and ``random_start=False`` this is iterative FGSM (BIM). The
     projection is exact for L-infinity; for L2 it scales onto the ball and then clamps
     to the box, which keeps the point in the ball (clamping towards ``x``'s box never
-    increases the distance to ``x``). The last iterate is returned.
+    increases the distance to ``x``). Both hold up to floating-point round-off (a few
+    ulps of 1.0 in the input's dtype). The last iterate is returned.
 
     Args:
         model: Classifier mapping ``(N, ...)`` inputs to ``(N, C)`` logits. Run in eval

@@ -23,6 +23,8 @@ from hesslib.attacks import (
 
 # float64 round-off on [0, 1] pixels: x + eps - x differs from eps by a few ulps.
 BALL_ATOL = 1e-12
+# The same in float32 (an ulp of 1.0 is 1.2e-7).
+BALL_ATOL_FLOAT32 = 1e-6
 N_SAMPLES = 48
 N_CLASSES = 3
 SHAPE = (1, 4, 4)
@@ -83,10 +85,10 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return F.cross_entropy(model(x), y).item()
 
 
-def _assert_feasible(x_adv, x, eps, norm) -> None:
+def _assert_feasible(x_adv, x, eps, norm, atol=BALL_ATOL) -> None:
     delta = (x_adv - x).flatten(1)
     size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
-    assert size.max().item() <= eps + BALL_ATOL, f"left the {norm} ball of {eps}"
+    assert size.max().item() <= eps + atol, f"left the {norm} ball of {eps}"
     assert x_adv.min().item() >= 0.0 and x_adv.max().item() <= 1.0, "left the box"
 
 
@@ -106,6 +108,18 @@ def test_pgd_stays_in_ball_and_box(mlp, data, norm, eps, random_start):
     )  # fmt: skip
     _assert_feasible(x_adv, x, eps, norm)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_float32_stays_in_ball_and_box(mlp, data, norm):
+    x, y = data
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x32 = x.float()
+    for eps in EPS_VALUES:
+        g = torch.Generator().manual_seed(0)
+        x_adv = pgd(model, x32, y, eps, norm=norm, steps=3, generator=g)
+        assert x_adv.dtype == torch.float32
+        _assert_feasible(x_adv, x32, eps, norm, atol=BALL_ATOL_FLOAT32)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -408,11 +422,13 @@ def test_adversarial_mix_rejects_bad_fraction(mlp, data, fraction):
 # ---------------------------------------------------------- data sets and curves
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 48, 100])
-def test_attack_dataset_matches_one_big_batch(mlp, data, batch_size):
+@pytest.mark.parametrize(
+    ("batch_size", "device"), [(1, None), (7, "cpu"), (48, None), (100, None)]
+)
+def test_attack_dataset_matches_one_big_batch(mlp, data, batch_size, device):
     x, y = data
     attack = functools.partial(fgsm, eps=0.05)
-    batched = attack_dataset(mlp, x, y, attack, batch_size=batch_size)
+    batched = attack_dataset(mlp, x, y, attack, batch_size=batch_size, device=device)
     torch.testing.assert_close(batched, attack(mlp, x, y), rtol=0, atol=BALL_ATOL)
 
 
