@@ -13,7 +13,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # Hessian-based analysis of large batch training and robustness
 #

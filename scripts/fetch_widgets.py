@@ -1,12 +1,17 @@
 """Fetch the JavaScript that renders ipywidgets in the book's static HTML.
 
-    python scripts/fetch_widgets.py            # into book/_static/widgets/
+    python scripts/fetch_widgets.py            # into book/_widgets/widgets/
 
 The built pages load RequireJS and the embeddable widget manager
-(@jupyter-widgets/html-manager) from the book's own _static folder, never
-from a CDN, so that the HTML shows its widgets without a network. The files
+(@jupyter-widgets/html-manager) from the book's own _static/widgets/ folder,
+never from a CDN, so that the HTML shows its widgets without a network. The files
 come from the npm registry with `npm pack` (pinned versions below) and are
 kept out of git. Nothing is fetched when they are already there.
+
+They go to book/_widgets/widgets/, which _config.yml adds to Sphinx's static
+path (so they land in _static/widgets/ of the HTML), and not into
+book/_static/: Jupyter Book loads every .js file under book/_static on every
+page, which would load the manager three times and render each widget thrice.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = ROOT / "book" / "_static" / "widgets"
+TARGET = ROOT / "book" / "_widgets" / "widgets"
 # html-manager 1.0.x renders the widget state that ipywidgets 8 saves.
 HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
 REQUIREJS = "requirejs@2.3.8"
