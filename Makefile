@@ -1,6 +1,7 @@
 # The two set-up commands of the README:
 #   make book   install what is missing, execute every page, build the HTML
-#   make test   install what is missing, lint, run the tests and doctests
+#   make test   install what is missing, lint, run the tests and doctests,
+#               build the smoke book once and check it in headless Chromium
 #
 # Knobs: PROFILE (smoke, cpu, paper), PYTHON (an interpreter >= 3.10),
 # VENV (where the environment goes), HESSLIB_DATA (the data folder).
@@ -17,7 +18,7 @@ ifeq ($(origin HESSLIB_DATA), undefined)
   endif
 endif
 
-.PHONY: book pages html test lint lab data clean
+.PHONY: book pages html test lint lab data widgets clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,23 +29,30 @@ $(BIN)/.installed: pyproject.toml
 data: $(BIN)/.installed
 	$(BIN)/python scripts/fetch_data.py
 
-book: $(BIN)/.installed data
+# The widget manager and RequireJS, from the npm registry (needs npm), so
+# that the HTML renders widgets offline; build_book.py fetches them too.
+widgets:
+	$(PYTHON) scripts/fetch_widgets.py
+
+book: $(BIN)/.installed data widgets
 	$(BIN)/python scripts/build_book.py --profile $(PROFILE)
 
 pages: $(BIN)/.installed data
 	$(BIN)/python scripts/build_book.py --profile $(PROFILE) --no-html
 
-html: $(BIN)/.installed
+html: $(BIN)/.installed widgets
 	$(BIN)/jupyter-book build book/
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check hesslib tests notebooks scripts benchmarks
+	$(BIN)/ruff check hesslib tests notebooks scripts $(wildcard benchmarks)
 
-test: $(BIN)/.installed data lint
+# pytest builds the smoke book once (tests/conftest.py) for the page tests
+# and the browser test; screenshots of its pages land in _build/screenshots/.
+test: $(BIN)/.installed data lint widgets
 	$(BIN)/python -m pytest
 
 lab: $(BIN)/.installed
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf _build book/pages
+	rm -rf _build book/pages book/_widgets

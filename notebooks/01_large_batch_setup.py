@@ -39,6 +39,8 @@ train_size = None  # None: the profile's MNIST subset size
 lr_scaling = None  # None: the profile's choice ("none", "linear", "sqrt")
 data_dir = None  # None: the folder in $HESSLIB_DATA
 accuracy_target = 0.985  # test accuracy expected of batch 128 (cpu, paper)
+min_accuracy_drop = 0.005  # C1: least accuracy lost at the largest batch
+store_dir = None  # None: $HESSLIB_STORE, else ./.store
 
 # %% tags=["hide-cell"]
 # Validate the parameters and resolve the profile's defaults.
@@ -109,28 +111,49 @@ for batch, result in results.items():
 # ## What happened
 #
 # Training loss, test accuracy and the norm of the full gradient (measured
-# in eval mode on a fixed set of training samples) after every epoch.
+# in eval mode on a fixed set of training samples) after every epoch,
+# in {numref}`fig-m1-curves`.
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
+import hesslib.plotting as hp
 
-from hesslib.plotting import batch_colors, figure_style
+colors = hp.batch_colors(sizes)
+panels = [("train_loss", "log"), ("test_accuracy", "linear"), ("grad_norm", "log")]
 
-colors = batch_colors(sizes)
-panels = [("train_loss", "training loss", "log"),
-          ("test_accuracy", "test accuracy", "linear"),
-          ("grad_norm", "gradient norm", "log")]
-with figure_style():
-    fig, axes = plt.subplots(1, 3)
-    for ax, (field, label, scale) in zip(axes, panels):
+
+def plot_curves(upto):
+    """The three panels of training curves, up to epoch ``upto``."""
+    fig, axes = hp.page_figure(3)
+    for ax, (field, scale) in zip(axes, panels):
         for batch, result in results.items():
-            epochs_seen = [r.epoch for r in result.history]
-            values = [getattr(r, field) for r in result.history]
-            ax.plot(epochs_seen, values, color=colors[batch], label=f"B={batch:,}")
-        ax.set(xlabel="epoch", ylabel=label, yscale=scale)
+            seen = [r for r in result.history if r.epoch <= upto]
+            ax.plot([r.epoch for r in seen], [getattr(r, field) for r in seen],
+                    "o-", ms=3, color=colors[batch], label=hp.batch_label(batch))
+        ax.set(xlabel=hp.AXIS_LABELS["epoch"], ylabel=hp.AXIS_LABELS[field],
+               yscale=scale, xlim=(0.5, epochs + 0.5))
     axes[0].legend()
-    fig.suptitle("M1 on MNIST: training curves per batch size")
-    plt.show()
+    return fig
+
+
+with hp.figure_style():
+    hp.glue_figure("fig_curves", plot_curves(epochs))
+    frames = [hp.figure_png(plot_curves(e)) for e in range(1, epochs + 1)]
+
+# %% [markdown]
+# ```{glue:figure} fig_curves
+# :name: fig-m1-curves
+#
+# M1 on MNIST: training loss, test accuracy and gradient norm after every
+# epoch, smallest batch in blue and largest in red.
+# ```
+#
+# The same curves, epoch by epoch: move the slider (or press play) to see
+# how far each batch size had come after a given epoch. The frames are
+# precomputed, so this works in the HTML without a running kernel.
+
+# %% tags=["hide-input"]
+hp.frames_slider(frames, [f"after epoch {e}" for e in range(1, epochs + 1)],
+                 description="epoch")
 
 # %% [markdown]
 # ## Test accuracy per batch size
@@ -168,3 +191,23 @@ glue("target_met", "met" if small_acc >= accuracy_target else "not met",
 # {glue:text}`large_acc` after the same number of epochs. A large batch takes
 # far fewer steps per epoch, and the following pages ask whether it also
 # ends in a sharper region of the loss.
+
+# %% [markdown]
+# ## Verdict on C1 (accuracy)
+#
+# The part of claim C1 this page can judge: test accuracy at the largest
+# batch is lower than at batch {glue:text}`small_batch` by at least the
+# `min_accuracy_drop` fixed in the parameters before the run. The curvature
+# part of C1 is judged by the next pages. The verdict goes into the results
+# store, from which the introduction's scoreboard is filled.
+
+# %%
+from hesslib.store import Store
+from hesslib.verdicts import judge_accuracy_drop, store_verdict
+
+verdict = judge_accuracy_drop(
+    small_acc, large_acc, small_batch=min(sizes), large_batch=max(sizes),
+    min_accuracy_drop=min_accuracy_drop, page="01_large_batch_setup",
+    profile=profile)
+store_verdict(verdict, Store(store_dir))
+display(verdict)

@@ -34,3 +34,27 @@ def mnist(data_dir):
     from hesslib.data import load
 
     return load("mnist", root=data_dir)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(data_dir, tmp_path_factory):
+    """The whole book built once per session in the smoke profile.
+
+    ``scripts/build_book.py`` executes every page (the introduction last)
+    into a temporary folder with its own results store, and builds the HTML
+    there. The page tests and the browser test share this one build.
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("smoke_book")
+    env = {**os.environ, "HESSLIB_DATA": str(data_dir)}
+    command = [sys.executable, str(REPO / "scripts" / "build_book.py"),
+               "--profile", "smoke", "--out", str(out), "--store", str(out / "store")]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    (out / "build.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        pytest.fail(f"the smoke build failed (log in {out / 'build.log'}):\n"
+                    + (done.stdout + done.stderr)[-4000:])
+    return out
