@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.func import hessian, jacrev
 
 from hesslib.hessian.operators import InputHessian, eval_mode
-from hesslib.hessian.solvers import BatchExtremesResult
+from hesslib.hessian.solvers import ZERO_FLOOR, BatchExtremesResult
 
 __all__ = [
     "GaussNewtonCheck",
@@ -176,7 +176,7 @@ def _dense_sample_hessian(model, xi: Tensor, yi: Tensor, loss_fn) -> Tensor:
 
 def _dense_residuals(h: Tensor, vals: Tensor, vecs: Tensor) -> Tensor:
     resid = torch.linalg.vector_norm(h @ vecs - vecs * vals, dim=0)
-    floor = torch.finfo(h.dtype).eps ** 0.5 * vals.abs().max()
+    floor = ZERO_FLOOR * vals.abs().max()
     return resid / torch.maximum(vals.abs(), floor).clamp_min(torch.finfo(h.dtype).tiny)
 
 
