@@ -220,7 +220,7 @@ def _hvps(
     """Hessian-vector products of the scalar ``fn(*primals)`` with each tangent."""
     if method == "forward_over_reverse":
         gradient = grad(fn, argnums=tuple(range(len(primals))))
-        return [jvp(gradient, primals, t)[1] for t in tangents]
+        return [jvp(gradient, primals, tuple(t))[1] for t in tangents]
     leaves = tuple(p.detach().requires_grad_(True) for p in primals)
     with torch.enable_grad():
         value = fn(*leaves)
