@@ -389,12 +389,16 @@ class _Krylov:
     the step of a breakdown (``unsafe``) before the random restart is probed.
     """
 
-    def __init__(self, apply, start: Tensor, gen: torch.Generator):
+    def __init__(self, apply, start: Tensor, gen: torch.Generator, capacity: int):
         self.apply, self.gen = apply, gen
         batch, n = start.shape
-        self.q = torch.empty(batch, n, 0, dtype=start.dtype, device=start.device)
-        self.w = torch.empty_like(self.q)
-        self.t = torch.empty(batch, 0, 0, dtype=torch.float64, device=start.device)
+        self.capacity = min(capacity, n)
+        shape = (batch, n, self.capacity)
+        self._q = torch.empty(shape, dtype=start.dtype, device=start.device)
+        self._w = torch.empty_like(self._q)
+        tshape = (batch, self.capacity, self.capacity)
+        self._t = torch.zeros(tshape, dtype=torch.float64, device=start.device)
+        self.dim = 0
         self.pending, _ = _orthonormalize(start, self.q)
         self.num_products = 0
         # rows whose pending vector is a random restart, and rows whose
@@ -403,25 +407,37 @@ class _Krylov:
         self.unsafe = torch.zeros_like(self.pending_random)
 
     @property
-    def dim(self) -> int:
-        return self.q.shape[-1]
+    def q(self) -> Tensor:
+        """The basis ``[B, n, m]`` (a view)."""
+        return self._q[..., : self.dim]
+
+    @property
+    def w(self) -> Tensor:
+        """The products ``H Q``, ``[B, n, m]`` (a view)."""
+        return self._w[..., : self.dim]
+
+    @property
+    def t(self) -> Tensor:
+        """The projection ``Q^T H Q``, ``[B, m, m]`` float64 (a view)."""
+        return self._t[:, : self.dim, : self.dim]
 
     def extend(self) -> None:
         """Multiply the pending vector, add it to the basis, find the next one."""
+        if self.dim >= self.capacity:
+            raise RuntimeError("Krylov basis is full")  # solvers stop before this
         p = self.pending
         hp = self.apply(p)
         self.num_products += 1
-        self.q = torch.cat([self.q, p[..., None]], dim=-1)
-        self.w = torch.cat([self.w, hp[..., None]], dim=-1)
-        col = torch.einsum("bnm,bn->bm", self.q.double(), hp.double())
         m = self.dim
-        t = self.t.new_zeros(self.t.shape[0], m, m)
-        t[:, : m - 1, : m - 1] = self.t
-        t[:, :, m - 1] = col
-        t[:, m - 1, :] = col
-        self.t = t
+        self._q[..., m] = p
+        self._w[..., m] = hp
+        self.dim = m + 1
+        # entries in the operator's dtype, stored and diagonalized in float64
+        col = torch.einsum("bnm,bn->bm", self.q, hp).double()
+        self._t[:, : m + 1, m] = col
+        self._t[:, m, : m + 1] = col
         self.unsafe = torch.zeros_like(self.unsafe)
-        if m < self.q.shape[1]:
+        if self.dim < self.capacity:
             self._next(hp)
 
     def _next(self, hp: Tensor) -> None:
@@ -472,9 +488,11 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
 
     Returns ``(values [B, j], vectors [B, n, j], relres [B, j], krylov)``.
     """
-    kry = _Krylov(apply, start, gen)
-    need = 2 * k if which == "both" else k
     n = start.shape[1]
+    kry = _Krylov(
+        apply, start, gen, max(min(max_iter, n), 2 * k if which == "both" else k)
+    )
+    need = 2 * k if which == "both" else k
     while True:
         kry.extend()
         if kry.dim < need:
@@ -484,9 +502,9 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
         sel_theta, sel_s = theta[:, idx], s[:, :, idx]
         vecs, resid = kry.pairs(sel_theta, sel_s)
         rel = _relative(sel_theta, theta, resid, start.dtype)
-        if kry.unsafe.any() and kry.dim < min(max_iter, n):
+        if kry.unsafe.any() and kry.dim < kry.capacity:
             continue
-        if bool((rel <= tol).all()) or kry.dim >= min(max_iter, n):
+        if bool((rel <= tol).all()) or kry.dim >= kry.capacity:
             return sel_theta, vecs, rel, kry
 
 
@@ -509,7 +527,7 @@ def lanczos(
     basis grows (no restarts) until every wanted pair's true relative residual,
     computed from the stored products :math:`H Q_m` at no extra product, is at
     most ``tol``, or the basis reaches ``max_iter`` vectors (memory: two
-    ``[n, max_iter]`` blocks). On breakdown a random orthogonal vector
+    ``[n, min(n, max_iter)]`` blocks, allocated up front). On breakdown a random orthogonal vector
     continues the basis, which lets repeated eigenvalues appear, though a
     multiplicity may be missed if the wanted pairs converge first; use
     :func:`power_iteration` when multiplicities matter.
@@ -825,8 +843,8 @@ def spectral_density(
     gen = _generator(generator)
     start = op.num_products
     probes = _rademacher((num_runs, op.size), gen, op.dtype, op.device)
-    kry = _Krylov(lambda x: op.matmat(x.T).T, probes, gen)
-    for _ in range(min(num_steps, op.size)):
+    kry = _Krylov(lambda x: op.matmat(x.T).T, probes, gen, num_steps)
+    for _ in range(kry.capacity):
         kry.extend()
     nodes, s = kry.ritz()
     weights = s[:, 0, :] ** 2
