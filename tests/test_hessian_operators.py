@@ -369,3 +369,27 @@ def test_input_hessian_errors():
     op = InputHessian(model, F.cross_entropy, x, y)
     with pytest.raises(ValueError, match=r"shape of x \(3, 4\), got \(3, 5\)"):
         op.block_matvec(torch.ones(3, 5, dtype=DT))
+
+
+def test_float32_model_reaches_its_tolerance():
+    model, x, y = make("mlp")
+    ref = torch.linalg.eigvalsh(dense_weight_hessian(model, x, y))
+    model32 = model.float()
+    op = WeightHessian(model32, F.cross_entropy, (x.float(), y))
+    assert op.dtype == torch.float32
+    res = lanczos(op, k=2, which="both", tol=1e-4)
+    assert res.converged and res.eigenvectors.dtype == torch.float32
+    expect = torch.stack([ref[-1], ref[-2], ref[1], ref[0]]).float()
+    # eigenvalue error <= residual, relative to the spectral scale
+    assert ((res.eigenvalues - expect).abs() <= 1e-4 * ref.abs().max()).all()
+
+
+def test_auto_method_rule_and_progress_bars():
+    model, x, y = make("mlp")
+    op = WeightHessian(model, F.cross_entropy, (x, y), progress=True)
+    assert op.method == "double_backward"  # the documented rule on CPU
+    quiet = lanczos(op, k=1, tol=1e-6)
+    loud = lanczos(op, k=1, tol=1e-6, progress=True)
+    assert torch.equal(quiet.eigenvalues, loud.eigenvalues)
+    assert loud.num_products == quiet.num_products
+    assert hutchinson(op, rtol=0.5, progress=True).num_products >= 10

@@ -230,6 +230,31 @@ def _orthonormalize(x: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
     return x / norm.clamp_min(torch.finfo(x.dtype).tiny)[:, None], norm
 
 
+class _Tracked(LinearOperator):
+    """Forwards products to ``op`` and advances an opt-in tqdm bar."""
+
+    def __init__(self, op: LinearOperator, desc: str, total: int | None):
+        super().__init__(op.size, op.dtype, op.device)
+        from tqdm.auto import tqdm
+
+        self.op, self.bar = op, tqdm(total=total, desc=desc, unit="hvp", leave=False)
+
+    def _matmat(self, mat: Tensor) -> Tensor:
+        out = self.op.matmat(mat)
+        self.bar.update(mat.shape[1])
+        return out
+
+
+def _tracked(op, progress: bool, desc: str, total: int | None) -> LinearOperator:
+    op = as_operator(op)
+    return _Tracked(op, desc, total) if progress else op
+
+
+def _untrack(op: LinearOperator) -> None:
+    if isinstance(op, _Tracked):
+        op.bar.close()
+
+
 # --------------------------------------------------------------------------
 # power iteration
 
@@ -242,6 +267,7 @@ def power_iteration(
     max_iter: int = DEFAULT_POWER_MAX_ITER,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> EigenResult:
     r"""Top-``k`` eigenpairs by magnitude, by power iteration with deflation.
 
@@ -263,6 +289,7 @@ def power_iteration(
         init: ``[n]`` or ``[n, j]`` (``j <= k``) starting vectors for the first
             pairs (warm start, e.g. last epoch's eigenvectors); others random.
         generator: source of the random starting vectors.
+        progress: show a tqdm bar of products.
 
     Returns:
         :class:`EigenResult`, eigenvalues in the order found, that is by
@@ -275,7 +302,7 @@ def power_iteration(
         [-5.0, 3.0]
 
     """
-    op = as_operator(op)
+    op = _tracked(op, progress, "power iteration", k * max_iter)
     n = op.size
     _check_k(k, n)
     _check_tol(tol)
@@ -292,6 +319,7 @@ def power_iteration(
         scale = max(scale, abs(torch.dot(v, w).item()))
         iters += used
     vals, vecs, residuals = _rayleigh_ritz(vecs, prods)
+    _untrack(op)
     converged = bool((residuals <= tol).all())
     if not converged:
         budget = f"max_iter={max_iter} products per pair"
@@ -517,6 +545,7 @@ def lanczos(
     max_iter: int = DEFAULT_LANCZOS_MAX_ITER,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> EigenResult:
     r"""Extreme eigenpairs by Lanczos with full reorthogonalization.
 
@@ -527,9 +556,10 @@ def lanczos(
     basis grows (no restarts) until every wanted pair's true relative residual,
     computed from the stored products :math:`H Q_m` at no extra product, is at
     most ``tol``, or the basis reaches ``max_iter`` vectors (memory: two
-    ``[n, min(n, max_iter)]`` blocks, allocated up front). On breakdown a random orthogonal vector
-    continues the basis, which lets repeated eigenvalues appear, though a
-    multiplicity may be missed if the wanted pairs converge first; use
+    ``[n, min(n, max_iter)]`` blocks, allocated up front). On breakdown a
+    random orthogonal vector continues the basis, which lets repeated
+    eigenvalues appear, though a multiplicity may be missed if the wanted pairs
+    converge first (one start vector sees one copy of each eigenvalue); use
     :func:`power_iteration` when multiplicities matter.
 
     Args:
@@ -542,6 +572,7 @@ def lanczos(
         max_iter: most products, that is the largest basis (capped at ``n``).
         init: ``[n]`` starting vector (warm start); random if ``None``.
         generator: source of the random starting and restart vectors.
+        progress: show a tqdm bar of products.
 
     Returns:
         :class:`EigenResult`.
@@ -553,7 +584,7 @@ def lanczos(
         [6.0, 5.0, 2.0, 1.0]
 
     """
-    op = as_operator(op)
+    op = _tracked(op, progress, "lanczos", max_iter)
     n = op.size
     _check_which(which)
     _check_k(k, n, which)
@@ -568,6 +599,7 @@ def lanczos(
     vals, vecs, rel, kry = _krylov_solve(
         apply, start[None], k, which, tol, max_iter, gen
     )
+    _untrack(op)
     converged = bool((rel <= tol).all())
     if not converged:
         budget = f"max_iter={max_iter} products, n={n}"
@@ -672,6 +704,7 @@ def hutchinson(
     max_samples: int = 1000,
     min_samples: int = MIN_TRACE_SAMPLES,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> TraceResult:
     r"""Trace by Hutchinson's estimator with Rademacher probes.
 
@@ -687,6 +720,7 @@ def hutchinson(
         max_samples: most probes (one product each).
         min_samples: probes before the first stopping test.
         generator: source of the probes.
+        progress: show a tqdm bar of products.
 
     Returns:
         :class:`TraceResult`.
@@ -697,7 +731,7 @@ def hutchinson(
         6.0
 
     """
-    op = as_operator(op)
+    op = _tracked(op, progress, "hutchinson", max_samples)
     if not 0 < rtol or min_samples < 2 or max_samples < min_samples:
         raise ValueError(
             f"need rtol > 0 and 2 <= min_samples <= max_samples; got rtol={rtol!r}"
@@ -716,6 +750,7 @@ def hutchinson(
                 converged = True
                 break
     est, se = _mean_se(terms)
+    _untrack(op)
     if not converged:
         warnings.warn(
             f"hutchinson used max_samples={max_samples} probes with relative "
@@ -793,6 +828,7 @@ def spectral_density(
     num_points: int = 1000,
     grid: Tensor | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> DensityResult:
     r"""Spectral density by stochastic Lanczos quadrature (SLQ).
 
@@ -820,6 +856,7 @@ def spectral_density(
             from the smallest node minus 5 sigma to the largest plus 5 sigma.
         grid: ``[P]`` evaluation points, overriding the default grid.
         generator: source of the starting vectors.
+        progress: show a tqdm bar of products.
 
     Returns:
         :class:`DensityResult`.
@@ -833,7 +870,7 @@ def spectral_density(
         1.0
 
     """
-    op = as_operator(op)
+    op = _tracked(op, progress, "spectral density", num_runs * num_steps)
     if num_runs < 1 or num_steps < 1:
         raise ValueError(
             f"num_runs and num_steps must be >= 1, got {num_runs!r}, {num_steps!r}"
@@ -846,6 +883,7 @@ def spectral_density(
     kry = _Krylov(lambda x: op.matmat(x.T).T, probes, gen, num_steps)
     for _ in range(kry.capacity):
         kry.extend()
+    _untrack(op)
     nodes, s = kry.ritz()
     weights = s[:, 0, :] ** 2
     sigma = _default_sigma(nodes) if sigma is None else float(sigma)
