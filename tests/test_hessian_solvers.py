@@ -176,6 +176,8 @@ def test_solver_errors_name_value_and_fix():
         MatrixOperator(torch.triu(torch.ones(3, 3)))
     with pytest.raises(ValueError, match=r"square \[n, n\].*\(2, 3\)"):
         as_operator(torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"max_iter must be an int >= 1, got 0"):
+        lanczos(a, max_iter=0)
     with pytest.raises(TypeError, match="LinearOperator or a dense"):
         as_operator([[1.0]])
     with pytest.raises(ValueError, match=r"num_products must be an int >= 3, got 2"):

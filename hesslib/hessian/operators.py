@@ -301,10 +301,11 @@ def _as_batches(data: Any, batch_size: int) -> Iterable[tuple[Any, Any]]:
     ):
         return _TensorBatches(data[0], data[1], batch_size)
     if isinstance(data, Iterator) or not isinstance(data, Iterable):
+        why = "a one-shot iterator" if isinstance(data, Iterator) else "not iterable"
         raise TypeError(
             f"data must be a pair of tensors (inputs, targets) or a re-iterable "
-            f"sequence of (x, y) batches such as a list or a DataLoader; got "
-            f"{type(data).__name__}, which {'is a one-shot iterator' if isinstance(data, Iterator) else 'is not iterable'}"  # noqa: E501
+            f"sequence of (x, y) batches such as a list or a DataLoader; got a "
+            f"{type(data).__name__}, which is {why}"
         )
     return data
 
@@ -369,7 +370,9 @@ class WeightHessian(LinearOperator):
             Those two products are not counted in :attr:`num_products`.
         reduce: applied to the summed weighted product ``[n, k]`` and to the
             sample count (an int64 scalar tensor) before dividing, e.g. an
-            all-reduce sum over ranks that each hold a shard of the data.
+            all-reduce sum over ranks that each hold a shard of the data. It
+            must return the reduced tensor (``dist.all_reduce`` works in place
+            and returns ``None``: wrap it and return its argument).
         progress: show a tqdm bar over batches.
 
     Example:

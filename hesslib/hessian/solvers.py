@@ -192,6 +192,11 @@ def _check_tol(tol: float) -> None:
         raise ValueError(f"tol must be in (0, 1), got {tol!r}; 1e-4 is typical")
 
 
+def _check_max_iter(max_iter: int) -> None:
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+
+
 def _check_k(k: int, n: int, which: str = "largest") -> None:
     need = 2 * k if which == "both" else k
     if not isinstance(k, int) or k < 1 or need > n:
@@ -275,11 +280,14 @@ def power_iteration(
     :math:`P_j` projects out the ``j`` eigenvectors already found (deflation by
     orthogonalization), so pair ``j`` converges to the eigenvalue of largest
     magnitude among the rest, with its sign. Each product ``w = H v`` also
-    gives the Rayleigh quotient ``lam = v^T w`` and the true residual
-    ``||w - lam v||``; a pair stops when its relative residual is at most
-    ``tol`` (not on the change of ``lam``). Repeated eigenvalues are found
-    once per multiplicity. If ``+lam`` and ``-lam`` are both extreme the
-    iteration cannot settle: it then warns.
+    gives the Rayleigh quotient ``lam = v^T w`` and the residual of the
+    deflated operator ``||P_j w - lam v||``; a pair stops when that residual,
+    relative to ``|lam|``, is at most ``tol`` (not on the change of ``lam``).
+    A final Rayleigh-Ritz step on the span of the found vectors, from their
+    stored products (no extra product), removes the coupling that inexact
+    deflation leaves; the reported residuals are the true ones. Repeated
+    eigenvalues are found once per multiplicity. If ``+lam`` and ``-lam`` are
+    both extreme the iteration cannot settle: it then warns.
 
     Args:
         op: symmetric operator of size ``n`` or a dense ``[n, n]`` tensor.
@@ -306,6 +314,7 @@ def power_iteration(
     n = op.size
     _check_k(k, n)
     _check_tol(tol)
+    _check_max_iter(max_iter)
     gen = _generator(generator)
     starts = _starts(init, n, k, op, gen)
     start_products = op.num_products
@@ -589,6 +598,7 @@ def lanczos(
     _check_which(which)
     _check_k(k, n, which)
     _check_tol(tol)
+    _check_max_iter(max_iter)
     gen = _generator(generator)
     start = _starts(init, n, 1, op, gen)[:, 0]
     start_products = op.num_products
@@ -668,6 +678,7 @@ def batched_lanczos(
     batch, n = shape
     _check_k(1, n, which)
     _check_tol(tol)
+    _check_max_iter(max_iter)
     gen = _generator(generator)
     start = _randn((batch, n), gen, dtype, device) if init is None else init
     if tuple(start.shape) != (batch, n):
