@@ -109,6 +109,17 @@ def test_lanczos_resolves_a_cluster():
     assert_eigenpairs(a, res)
 
 
+def test_block_lanczos_resolves_multiplicities_single_vector_cannot():
+    lam = torch.cat([torch.tensor([5.0, 5.0, 5.0, 3.0]), torch.linspace(-1, 1, 26)])
+    a = known_matrix(lam.to(DT))
+    single = lanczos(a, k=2, tol=TOL)
+    assert single.eigenvalues.tolist() == pytest.approx([5.0, 3.0])  # one copy
+    block = lanczos(a, k=4, tol=TOL, block_size=3)
+    expect = torch.tensor([5.0, 5.0, 5.0, 3.0], dtype=DT)
+    torch.testing.assert_close(block.eigenvalues, expect, rtol=1e-10, atol=0)
+    assert_eigenpairs(a, block)
+
+
 def test_lanczos_sees_a_repeated_top_eigenvalue():
     lam = torch.cat([torch.tensor([4.0, 4.0]), torch.linspace(-1, 1, 10)]).to(DT)
     res = lanczos(known_matrix(lam), k=1, tol=TOL)
@@ -176,6 +187,8 @@ def test_solver_errors_name_value_and_fix():
         MatrixOperator(torch.triu(torch.ones(3, 3)))
     with pytest.raises(ValueError, match=r"square \[n, n\].*\(2, 3\)"):
         as_operator(torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"block_size must be .*\[1, n=6\], got 0"):
+        lanczos(a, block_size=0)
     with pytest.raises(ValueError, match=r"max_iter must be an int >= 1, got 0"):
         lanczos(a, max_iter=0)
     with pytest.raises(TypeError, match="LinearOperator or a dense"):

@@ -215,6 +215,19 @@ def _warn_unconverged(name: str, worst: float, tol: float, budget: str) -> None:
     )
 
 
+def _norm(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=-1)
+
+
+def _orthogonalize(x: Tensor, basis: Tensor) -> Tensor:
+    """Remove ``basis`` (``[B, n, m]``) components from the rows of ``x``."""
+    for _ in range(REORTH_PASSES):
+        if basis.shape[-1]:
+            coef = torch.einsum("bnm,bn->bm", basis, x)
+            x = x - torch.einsum("bnm,bm->bn", basis, coef)
+    return x
+
+
 def _orthonormalize(x: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
     """Remove ``basis`` components from the rows of ``x`` and normalize.
 
@@ -227,11 +240,8 @@ def _orthonormalize(x: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
         after orthogonalization (before normalization).
 
     """
-    for _ in range(REORTH_PASSES):
-        if basis.shape[-1]:
-            coef = torch.einsum("bnm,bn->bm", basis, x)
-            x = x - torch.einsum("bnm,bm->bn", basis, coef)
-    norm = torch.linalg.vector_norm(x, dim=-1)
+    x = _orthogonalize(x, basis)
+    norm = _norm(x)
     return x / norm.clamp_min(torch.finfo(x.dtype).tiny)[:, None], norm
 
 
@@ -343,7 +353,7 @@ def power_iteration(
     )
 
 
-def _starts(init, n, k, op, gen) -> Tensor:
+def _starts(init, n, k, op, gen, label: str = "k") -> Tensor:
     """Return starting vectors ``[n, k]``: columns of ``init``, then random ones."""
     starts = _randn((n, k), gen, op.dtype, op.device)
     if init is None:
@@ -352,7 +362,8 @@ def _starts(init, n, k, op, gen) -> Tensor:
     init = init[:, None] if init.dim() == 1 else init
     if init.dim() != 2 or init.shape[0] != n or init.shape[1] > k:
         raise ValueError(
-            f"init must have shape [n] or [n, j] with n={n}, j <= k={k}; got {shape}"
+            f"init must have shape [n] or [n, j] with n={n}, j <= {label}={k}; "
+            f"got {shape}"
         )
     starts[:, : init.shape[1]] = init.to(dtype=op.dtype, device=op.device)
     return starts
@@ -412,23 +423,28 @@ def _rayleigh_ritz(vecs: Tensor, prods: Tensor) -> tuple[Tensor, Tensor, Tensor]
 
 
 class _Krylov:
-    """Orthonormal Krylov bases of ``B`` operators, grown one vector at a time.
+    """Orthonormal (block) Krylov bases of ``B`` operators, one vector at a time.
 
     Keeps ``Q`` (``[B, n, m]``, orthonormal) and ``W = H Q`` (the products), and
-    the projection ``T = Q^T H Q`` (``[B, m, m]``, float64). With full
-    reorthogonalization ``T`` is the Lanczos tridiagonal matrix; it is built from
-    the stored products, so Ritz residuals ``||W s - theta Q s||`` are true
-    residuals at no extra product. When a Krylov space becomes invariant
-    (breakdown) the next vector is a random one orthogonal to the basis, which
-    keeps the basis valid for Rayleigh-Ritz and lets repeated eigenvalues in.
-    An invariant Krylov space yields exact eigenpairs that need not be the
-    extreme ones (a start inside an eigenspace), so a solver must not stop on
-    the step of a breakdown (``unsafe``) before the random restart is probed.
+    the projection ``T = Q^T H Q`` (``[B, m, m]``, float64). With one start
+    vector and full reorthogonalization ``T`` is the Lanczos tridiagonal
+    matrix; with ``b`` start vectors the basis is that of block Lanczos, which
+    sees eigenvalues of multiplicity up to ``b``. ``T`` is built from the stored
+    products, so Ritz residuals ``||W s - theta Q s||`` are true residuals at no
+    extra product. Pending directions (the start vectors, then each new
+    product) wait in a queue, kept orthogonal to the basis. When one becomes
+    dependent (breakdown: the Krylov space is invariant) a random vector
+    orthogonal to the basis replaces it, which keeps the basis valid for
+    Rayleigh-Ritz. An invariant Krylov space yields exact eigenpairs that need
+    not be the extreme ones (a start inside an eigenspace), so a solver must
+    not stop on the step of a breakdown (``unsafe``) before the random
+    replacement is probed.
     """
 
     def __init__(self, apply, start: Tensor, gen: torch.Generator, capacity: int):
         self.apply, self.gen = apply, gen
-        batch, n = start.shape
+        start = start[..., None] if start.dim() == 2 else start
+        batch, n, _ = start.shape
         self.capacity = min(capacity, n)
         shape = (batch, n, self.capacity)
         self._q = torch.empty(shape, dtype=start.dtype, device=start.device)
@@ -436,12 +452,12 @@ class _Krylov:
         tshape = (batch, self.capacity, self.capacity)
         self._t = torch.zeros(tshape, dtype=torch.float64, device=start.device)
         self.dim = 0
-        self.pending, _ = _orthonormalize(start, self.q)
         self.num_products = 0
-        # rows whose pending vector is a random restart, and rows whose
-        # Krylov space just became invariant (not yet probed by a restart)
-        self.pending_random = torch.zeros(batch, dtype=torch.bool, device=start.device)
-        self.unsafe = torch.zeros_like(self.pending_random)
+        no = torch.zeros(batch, dtype=torch.bool, device=start.device)
+        # queue of (direction, its norm when queued, is-a-random-replacement)
+        self.queue = [(c, _norm(c), no) for c in start.unbind(-1)]
+        self.unsafe = no
+        self._refresh(added_random=no)
 
     @property
     def q(self) -> Tensor:
@@ -459,10 +475,11 @@ class _Krylov:
         return self._t[:, : self.dim, : self.dim]
 
     def extend(self) -> None:
-        """Multiply the pending vector, add it to the basis, find the next one."""
+        """Multiply the next pending direction and add it to the basis."""
         if self.dim >= self.capacity:
             raise RuntimeError("Krylov basis is full")  # solvers stop before this
-        p = self.pending
+        raw, _, was_random = self.queue.pop(0)
+        p = raw / _norm(raw).clamp_min(torch.finfo(raw.dtype).tiny)[:, None]
         hp = self.apply(p)
         self.num_products += 1
         m = self.dim
@@ -473,22 +490,25 @@ class _Krylov:
         col = torch.einsum("bnm,bn->bm", self.q, hp).double()
         self._t[:, : m + 1, m] = col
         self._t[:, m, : m + 1] = col
-        self.unsafe = torch.zeros_like(self.unsafe)
-        if self.dim < self.capacity:
-            self._next(hp)
+        self.queue.append((hp, _norm(hp), torch.zeros_like(was_random)))
+        self._refresh(added_random=was_random)
 
-    def _next(self, hp: Tensor) -> None:
-        nxt, norm = _orthonormalize(hp, self.q)
-        ref = torch.linalg.vector_norm(hp, dim=-1)
-        tiny = torch.finfo(hp.dtype).tiny
-        broke = norm <= _breakdown_rtol(hp.dtype) * ref.clamp_min(tiny)
-        self.unsafe = broke & ~self.pending_random
-        self.pending_random = broke
-        if broke.any():
-            rand = _randn(hp.shape, self.gen, hp.dtype, hp.device)
-            fresh, _ = _orthonormalize(rand, self.q)
-            nxt = torch.where(broke[:, None], fresh, nxt)
-        self.pending = nxt
+    def _refresh(self, added_random: Tensor) -> None:
+        """Orthogonalize the queue against the basis; replace dependent rows."""
+        self.unsafe = torch.zeros_like(self.unsafe)
+        if self.dim >= self.capacity:
+            return
+        tiny = torch.finfo(self._q.dtype).tiny
+        for i, (vec, ref, rand) in enumerate(self.queue):
+            vec = _orthogonalize(vec, self.q)
+            broke = _norm(vec) <= _breakdown_rtol(vec.dtype) * ref.clamp_min(tiny)
+            if broke.any():
+                fresh = _randn(vec.shape, self.gen, vec.dtype, vec.device)
+                fresh = _orthogonalize(fresh, self.q)
+                vec = torch.where(broke[:, None], fresh, vec)
+                ref = torch.where(broke, _norm(fresh), ref)
+                self.unsafe = self.unsafe | (broke & ~added_random)
+            self.queue[i] = (vec, ref, rand | broke)
 
     def ritz(self) -> tuple[Tensor, Tensor]:
         """Ritz values ``[B, m]`` (ascending) and vectors ``[B, m, m]``, float64."""
@@ -525,7 +545,7 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
 
     Returns ``(values [B, j], vectors [B, n, j], relres [B, j], krylov)``.
     """
-    n = start.shape[1]
+    n = start.shape[1]  # start: [B, n] or [B, n, b]
     kry = _Krylov(
         apply, start, gen, max(min(max_iter, n), 2 * k if which == "both" else k)
     )
@@ -552,6 +572,7 @@ def lanczos(
     which: Which = "largest",
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_LANCZOS_MAX_ITER,
+    block_size: int = 1,
     init: Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -566,10 +587,11 @@ def lanczos(
     computed from the stored products :math:`H Q_m` at no extra product, is at
     most ``tol``, or the basis reaches ``max_iter`` vectors (memory: two
     ``[n, min(n, max_iter)]`` blocks, allocated up front). On breakdown a
-    random orthogonal vector continues the basis, which lets repeated
-    eigenvalues appear, though a multiplicity may be missed if the wanted pairs
-    converge first (one start vector sees one copy of each eigenvalue); use
-    :func:`power_iteration` when multiplicities matter.
+    random orthogonal vector continues the basis. One start vector sees one
+    copy of each repeated eigenvalue, so a multiplicity can be missed when the
+    wanted pairs converge first: ``block_size = b`` starts from ``b`` vectors
+    (block Lanczos, grown one product at a time) and resolves multiplicities
+    up to ``b``, at the price of a slower convergence per product.
 
     Args:
         op: symmetric operator of size ``n`` or a dense ``[n, n]`` tensor.
@@ -579,7 +601,9 @@ def lanczos(
             the ``k`` smallest).
         tol: relative residual target.
         max_iter: most products, that is the largest basis (capped at ``n``).
-        init: ``[n]`` starting vector (warm start); random if ``None``.
+        block_size: number of start vectors (see above).
+        init: ``[n]`` or ``[n, j]`` (``j <= block_size``) starting vectors (warm
+            start); the rest random.
         generator: source of the random starting and restart vectors.
         progress: show a tqdm bar of products.
 
@@ -600,7 +624,9 @@ def lanczos(
     _check_tol(tol)
     _check_max_iter(max_iter)
     gen = _generator(generator)
-    start = _starts(init, n, 1, op, gen)[:, 0]
+    if not isinstance(block_size, int) or not 1 <= block_size <= n:
+        raise ValueError(f"block_size must be an int in [1, n={n}], got {block_size!r}")
+    start = _starts(init, n, block_size, op, gen, "block_size")
     start_products = op.num_products
 
     def apply(x: Tensor) -> Tensor:
