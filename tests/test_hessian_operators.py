@@ -393,3 +393,20 @@ def test_auto_method_rule_and_progress_bars():
     assert torch.equal(quiet.eigenvalues, loud.eigenvalues)
     assert loud.num_products == quiet.num_products
     assert hutchinson(op, rtol=0.5, progress=True).num_products >= 10
+
+
+def test_loaders_shuffling_order_pass_but_resampling_ones_are_refused():
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    model, x, y = make("mlp", n=12)
+    dataset = TensorDataset(x, y)
+    gen = torch.Generator().manual_seed(0)
+    shuffled = DataLoader(dataset, batch_size=5, shuffle=True, generator=gen)
+    op = WeightHessian(model, F.cross_entropy, shuffled)  # same matrix every pass
+    torch.testing.assert_close(
+        op.to_dense(), dense_weight_hessian(model, x, y), rtol=RTOL, atol=ATOL
+    )
+    sampler = RandomSampler(dataset, replacement=True, generator=gen)
+    resampled = DataLoader(dataset, batch_size=5, sampler=sampler)
+    with pytest.raises(NondeterminismError, match="resamples between passes"):
+        WeightHessian(model, F.cross_entropy, resampled)
