@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# The tests' problems are tiny: one thread avoids oversubscribing the CPU, which
+# made them about 10 times slower on 2 shared cores. Pages run in their own
+# kernels and keep torch's default.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 

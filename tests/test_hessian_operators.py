@@ -18,9 +18,6 @@ from hesslib.hessian import (
     spectral_density,
 )
 
-# tiny problems: one thread avoids oversubscribing the shared CPUs (10x faster)
-torch.set_num_threads(1)
-
 DT = torch.float64
 RTOL = 1e-10  # two exact float64 computations of the same Hessian
 ATOL = 1e-12  # entries that should be zero

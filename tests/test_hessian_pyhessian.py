@@ -9,8 +9,6 @@ from hesslib.hessian import WeightHessian, lanczos
 
 pyhessian = pytest.importorskip("pyhessian")
 
-# tiny problems: one thread avoids oversubscribing the shared CPUs (10x faster)
-torch.set_num_threads(1)
 
 DT = torch.float64
 # pyhessian stops power iteration on a relative change of the estimate below its

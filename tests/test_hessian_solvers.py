@@ -17,9 +17,6 @@ from hesslib.hessian import (
     spectral_density,
 )
 
-# tiny problems: one thread avoids oversubscribing the shared CPUs (10x faster)
-torch.set_num_threads(1)
-
 DT = torch.float64
 TOL = 1e-8  # solver tolerance: tight, the matrices are tiny
 EIG_RTOL = 1e-7  # eigenvalue error is at most ~ residual^2 / gap: well below this

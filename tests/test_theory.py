@@ -11,9 +11,6 @@ from hesslib.theory import (
     path_min_eigenvalues,
 )
 
-# tiny problems: one thread avoids oversubscribing the shared CPUs (10x faster)
-torch.set_num_threads(1)
-
 DT = torch.float64
 PSD_RTOL = 1e-8  # ReLU nets: smallest eigenvalue >= -1e-8 * largest (round-off)
 SMOOTH_RTOL = 1e-3  # smooth twins: smallest eigenvalue below -1e-3 * largest
