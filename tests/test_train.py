@@ -1,4 +1,10 @@
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,6 +206,51 @@ def test_resume_after_a_crash_mid_epoch_gives_the_same_weights(
     assert resumed.resumed_from == 1 and epochs_run == [2, 3]
     _same_weights(resumed_model, reference)
     assert _without_seconds(resumed.history) == _without_seconds(full.history)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import torch
+import hesslib.train as train_lib
+from hesslib.models import build_model
+from hesslib.train import TrainConfig, train
+
+folder = sys.argv[1]
+splits = torch.load(os.path.join(folder, "splits.pt"), weights_only=False)
+config = TrainConfig(**torch.load(os.path.join(folder, "config.pt")))
+real, calls = train_lib.sgd_step, []
+
+def step(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 7:  # 4 steps per epoch: mid-epoch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+train_lib.sgd_step = step
+train(build_model("M1", seed=0), *splits, config,
+      checkpoint_dir=os.path.join(folder, "ckpt"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(tmp_path):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    torch.save((train_split, test_split), tmp_path / "splits.pt")
+    torch.save(RESUME.to_dict(), tmp_path / "config.pt")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_KILLED_RUN),
+                           str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert load_checkpoint(tmp_path / "ckpt", RESUME)["epoch"] == 1
+
+    reference = build_model("M1", seed=0)
+    train(reference, train_split, test_split, RESUME)
+    resumed_model = build_model("M1", seed=3)
+    resumed = train(resumed_model, train_split, test_split, RESUME,
+                    checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.resumed_from == 1
+    _same_weights(resumed_model, reference)
 
 
 def test_a_finished_run_trains_nothing_when_started_again(tmp_path):
