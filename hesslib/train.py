@@ -351,8 +351,8 @@ def train(
     start, a finished one never. A run whose checkpoint is at
     ``config.epochs`` trains nothing.
 
-    The order after each epoch is: checkpoint written, snapshot written (if
-    due), then ``on_epoch_end(model, record)`` called. The callback may
+    The order after each epoch is: snapshot written (if due), checkpoint
+    written, then ``on_epoch_end(model, record)`` called. The callback may
     return a mapping of extra per-epoch values (``{"lambda_1": 12.3}``); they
     are stored in ``record.extras`` and in the checkpoint, which is written
     again. If the run stops inside the callback, the resumed run calls it
@@ -419,15 +419,15 @@ def train(
                               probe, config, epoch, progress)
         history.append(record)
         logger.info("epoch %d: %s", epoch, record)
+        if snapshot_every is not None and epoch % snapshot_every == 0:
+            snapshots[epoch] = _cpu_state(model)
+            if folder is not None:  # before the checkpoint that refers to it
+                atomic_torch_save(snapshots[epoch],
+                                  folder / SNAPSHOT_PATTERN.format(epoch=epoch))
         waiting = on_epoch_end is not None
         if folder is not None:
             _save_checkpoint(folder, model, optimizer, config, history,
                              pending=waiting)
-        if snapshot_every is not None and epoch % snapshot_every == 0:
-            snapshots[epoch] = _cpu_state(model)
-            if folder is not None:
-                atomic_torch_save(snapshots[epoch],
-                                  folder / SNAPSHOT_PATTERN.format(epoch=epoch))
         if waiting:
             history[-1] = _call_back(on_epoch_end, model, record)
             if folder is not None:
@@ -501,17 +501,15 @@ def sgd_step(
         config: The training configuration (``chunk_size``).
 
     Returns:
-        The batch's summed loss and number of correct predictions.
-
-    Raises:
-        FloatingPointError: The loss is not finite; no step is taken.
+        The batch's summed loss and number of correct predictions. If the
+        loss is not finite, no step is taken (the weights stay as they were)
+        and the caller stops the run.
 
     """
     optimizer.zero_grad(set_to_none=True)
     loss, correct = accumulated_step_gradient(model, x, y, config.chunk_size)
-    if not math.isfinite(loss):
-        raise FloatingPointError(loss)
-    optimizer.step()
+    if math.isfinite(loss):
+        optimizer.step()
     return loss, correct
 
 
@@ -625,10 +623,9 @@ def _train_epoch(
             x, y = train_split.x[index], train_split.y[index]
             if config.augment:
                 x = random_crop_flip(x, generator=augment_gen)
-            try:
-                batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config)
-            except FloatingPointError as error:
-                raise NonFiniteLossError(epoch, step, error.args[0]) from None
+            batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config)
+            if not math.isfinite(batch_loss):
+                raise NonFiniteLossError(epoch, step, batch_loss)
             loss_sum += batch_loss
             correct += batch_correct
             bar.update(loss=batch_loss / len(y))
