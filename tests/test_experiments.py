@@ -2,6 +2,10 @@
 
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +184,34 @@ def test_real_mnist_run_is_loaded_from_the_store(tmp_path, data_dir, epochs_trai
     assert epochs_trained == [1, 2] and second.from_store
     assert first.final.test_accuracy > 0.5  # chance is 0.1
     _assert_same_run(first, second)
+
+
+_RACE = """
+import sys
+import torch
+from hesslib.data import Split
+from hesslib.experiments import RunSpec, run_training
+from hesslib.store import Store
+from hesslib.train import TrainConfig
+
+g = torch.Generator().manual_seed(0)
+x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+split = Split(x, y, torch.arange(64))
+spec = RunSpec("M1", 64, 64, TrainConfig(batch_size=16, epochs=2, grad_norm_samples=32))
+result = run_training(spec, splits=(split, split), store=Store(sys.argv[1]))
+print("loaded" if result.from_store else "trained", result.key)
+"""
+
+
+def test_two_processes_train_a_run_once(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-c", _RACE, str(tmp_path)]
+    racers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outputs = [racer.communicate(timeout=300) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    words = sorted(out.split()[0] for out, _ in outputs)
+    assert words == ["loaded", "trained"]
+    assert len({out.split()[1] for out, _ in outputs}) == 1
