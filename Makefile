@@ -9,6 +9,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= cpu
+export HESSLIB_STORE ?= $(abspath .store)
 BIN := $(VENV)/bin
 
 # The data folder: $HESSLIB_DATA if set, else ../shared/data when it exists.

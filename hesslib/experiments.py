@@ -3,32 +3,57 @@
 A run is a model name, a data set size and a training configuration,
 resolved into a trained model and its history.
 
-This is the glue between :mod:`hesslib.data`, :mod:`hesslib.models` and
-:mod:`hesslib.train`; pages call it so that they hold no training logic.
+This is the glue between :mod:`hesslib.data`, :mod:`hesslib.models`,
+:mod:`hesslib.train` and :mod:`hesslib.store`; pages call it so that they hold
+no training logic.
+
+With a :class:`~hesslib.store.Store`, :func:`run_training` trains each run
+once: a finished run is stored under the key of :func:`run_config` (the
+spec, the device type and the software versions) and loaded by every later
+call; an interrupted run resumes from its last finished epoch.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hesslib import data as data_lib
 from hesslib.models import MODEL_DATA, build_model
-from hesslib.train import EpochRecord, TrainConfig, train
+from hesslib.store import Entry, Store, config_key, environment_fingerprint
+from hesslib.train import EpochCallback, EpochRecord, TrainConfig, train
 
 __all__ = [
     "DEVICE_ENV",
+    "RUN_KIND",
     "RunResult",
     "RunSpec",
     "load_splits",
     "resolve_device",
+    "run_config",
+    "run_key",
     "run_training",
 ]
 
+logger = logging.getLogger(__name__)
+
 DEVICE_ENV = "HESSLIB_DEVICE"
+
+RUN_KIND = "run"
+"""Store kind of finished training runs."""
+
+_WEIGHTS_FILE = "state_dict.pt"
+_HISTORY_FILE = "history.json"
+_SNAPSHOTS_FILE = "snapshots.pt"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -67,6 +92,8 @@ class RunSpec:
         test_size: Class-balanced test samples (``None``: all).
         subset_seed: Seed of the class-balanced subsets.
         config: The training configuration.
+        snapshot_every: Keep the model's state after every this many epochs
+            (``None``: none); see :func:`hesslib.train.train`.
 
     """
 
@@ -75,6 +102,7 @@ class RunSpec:
     test_size: int | None
     config: TrainConfig
     subset_seed: int = 0
+    snapshot_every: int | None = None
 
     @property
     def dataset(self) -> str:
@@ -90,11 +118,24 @@ class RunSpec:
 
 @dataclass
 class RunResult:
-    """A trained model and its per-epoch history."""
+    """A trained model and its per-epoch history.
+
+    Attributes:
+        spec: The run.
+        model: The trained model, in eval mode.
+        history: One record per epoch.
+        snapshots: Model state dicts (CPU) by epoch, if the spec asked.
+        key: The run's store key (``None`` without a store).
+        from_store: Whether the run was loaded rather than trained.
+
+    """
 
     spec: RunSpec
     model: nn.Module
     history: list[EpochRecord] = field(default_factory=list)
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    key: str | None = None
+    from_store: bool = False
 
     @property
     def final(self) -> EpochRecord:
@@ -118,30 +159,179 @@ def load_splits(
     return train_split, test_split
 
 
+def run_config(
+    spec: RunSpec,
+    device: torch.device | str,
+    *,
+    callback_name: str | None = None,
+) -> dict[str, Any]:
+    """The store configuration of a run: what its key is computed from.
+
+    It holds ``spec.to_dict()`` (model, data set, subset sizes and seed, the
+    whole training configuration, snapshots), the environment of
+    :func:`hesslib.store.environment_fingerprint` (device type, torch, Python
+    and hesslib versions) and the name of the per-epoch callback whose
+    values the history holds.
+
+    Example:
+        >>> spec = RunSpec("M1", 1000, 1000, TrainConfig(epochs=2))
+        >>> sorted(run_config(spec, "cpu"))
+        ['callback', 'environment', 'spec']
+
+    """
+    return {
+        "spec": spec.to_dict(),
+        "environment": environment_fingerprint(torch.device(device).type),
+        "callback": callback_name,
+    }
+
+
+def run_key(
+    spec: RunSpec, device: torch.device | str, *, callback_name: str | None = None
+) -> str:
+    """The store key of a run (see :func:`run_config`)."""
+    return config_key(RUN_KIND, run_config(spec, device, callback_name=callback_name))
+
+
 def run_training(
     spec: RunSpec,
     *,
     splits: tuple[data_lib.Split, data_lib.Split],
     device: torch.device | str = "cpu",
+    store: Store | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    callback_name: str | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """Train ``spec.model`` on ``splits`` with ``spec.config``.
+    """Train ``spec.model`` on ``splits`` with ``spec.config``, or load it.
 
-    The initial weights are seeded by ``spec.config.seed``.
+    The initial weights are seeded by ``spec.config.seed``. With a store, a
+    finished run under the key of :func:`run_config` is loaded (weights,
+    history, snapshots) and nothing is trained. Otherwise the run trains,
+    under the store's lock for its key (a second process waits, then loads),
+    with checkpoints in ``store.workdir(...)`` (an interrupted run resumes
+    there), is put into the store, and its work folder is removed. The log
+    (logger ``hesslib.experiments``, INFO) says ``trained run <key>`` or
+    ``loaded run <key> from the store``.
 
     Args:
         spec: The run.
-        splits: Training and test splits (as from :func:`load_splits`).
-        device: Where to train.
+        splits: Training and test splits (as from :func:`load_splits`) of the
+            sizes in ``spec``.
+        device: Where to train; its type enters the store key.
+        store: Where finished runs are kept; ``None``: always train.
+        on_epoch_end: Called after each epoch; its returned values go into
+            ``record.extras`` (see :func:`hesslib.train.train`). A loaded run
+            does not call it.
+        callback_name: Names what ``on_epoch_end`` computes (e.g.
+            ``"lambda_1/v1"``); it enters the store key, so runs tracked
+            differently are stored apart. Required with a store and a
+            callback.
         progress: Show progress bars.
 
     Returns:
-        The trained model (in eval mode) and its history.
+        The trained model (in eval mode), its history and snapshots, and the
+        store key.
+
+    Raises:
+        ValueError: The splits do not have the sizes of ``spec``, or a
+            callback is given with a store but without ``callback_name``.
 
     """
+    device = torch.device(device)
+    _check_splits(spec, splits)
+    if store is not None and on_epoch_end is not None and callback_name is None:
+        raise ValueError(
+            "on_epoch_end given with a store but callback_name is None; name what "
+            "the callback computes (e.g. callback_name='lambda_1') so that its "
+            "values are stored under their own key"
+        )
+    if store is None:
+        return _train_run(spec, splits, device, None, on_epoch_end, progress)
+    config = run_config(spec, device, callback_name=callback_name)
+    key = config_key(RUN_KIND, config)
+    with store.lock(RUN_KIND, config):
+        entry = store.get(RUN_KIND, config)
+        if entry is not None:
+            logger.info("loaded run %s from the store (%s)", key, _describe(spec))
+            return _load_run(spec, entry, device)
+        workdir = store.workdir(RUN_KIND, config)
+        result = _train_run(spec, splits, device, workdir, on_epoch_end, progress)
+        store.put(RUN_KIND, config, lambda folder: _write_run(folder, result))
+        store.remove_workdir(RUN_KIND, config)
+    logger.info("trained run %s (%s)", key, _describe(spec))
+    result.key = key
+    return result
+
+
+def _describe(spec: RunSpec) -> str:
+    c = spec.config
+    return (f"{spec.model}, batch {c.batch_size}, {c.epochs} epochs, "
+            f"seed {c.seed}, train size {spec.train_size}")
+
+
+def _check_splits(
+    spec: RunSpec, splits: tuple[data_lib.Split, data_lib.Split]
+) -> None:
+    for name, split, size in zip(("train", "test"), splits,
+                                 (spec.train_size, spec.test_size)):
+        if size is not None and len(split) != size:
+            raise ValueError(
+                f"the {name} split has {len(split)} samples but spec.{name}_size "
+                f"is {size}; load the splits with load_splits(spec.dataset, "
+                "spec.train_size, spec.test_size, subset_seed=spec.subset_seed)"
+            )
+
+
+def _train_run(
+    spec: RunSpec,
+    splits: tuple[data_lib.Split, data_lib.Split],
+    device: torch.device,
+    workdir: Path | None,
+    on_epoch_end: EpochCallback | None,
+    progress: bool,
+) -> RunResult:
     train_split, test_split = (s.to(device) for s in splits)
     model = build_model(spec.model, seed=spec.config.seed).to(device)
-    history = train(model, train_split, test_split, spec.config,
-                    progress=progress)
+    trained = train(model, train_split, test_split, spec.config,
+                    on_epoch_end=on_epoch_end, checkpoint_dir=workdir,
+                    snapshot_every=spec.snapshot_every, progress=progress)
+    if trained.resumed_from:
+        logger.info("resumed run after epoch %d from %s", trained.resumed_from,
+                    workdir)
     model.eval()
-    return RunResult(spec, model, history)
+    return RunResult(spec, model, trained.history, trained.snapshots)
+
+
+def _torch_file(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def _write_run(folder: Path, result: RunResult) -> None:
+    """Write a run's payload: weights, history and snapshots."""
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
+    _torch_file(state, folder / _WEIGHTS_FILE)
+    history = [record.to_dict() for record in result.history]
+    text = json.dumps(history, indent=1) + "\n"
+    (folder / _HISTORY_FILE).write_text(text, encoding="utf-8")
+    if result.snapshots:
+        _torch_file(result.snapshots, folder / _SNAPSHOTS_FILE)
+
+
+def _load_run(spec: RunSpec, entry: Entry, device: torch.device) -> RunResult:
+    """Rebuild a stored run on ``device``."""
+    model = build_model(spec.model, seed=spec.config.seed).to(device)
+    state = torch.load(entry.file(_WEIGHTS_FILE), map_location=device,
+                       weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    records = json.loads(entry.file(_HISTORY_FILE).read_text(encoding="utf-8"))
+    history = [EpochRecord.from_dict(record) for record in records]
+    snapshots: Mapping[int, dict[str, Tensor]] = {}
+    if _SNAPSHOTS_FILE in entry.files:
+        snapshots = torch.load(entry.file(_SNAPSHOTS_FILE), map_location="cpu",
+                               weights_only=True)
+    return RunResult(spec, model, history, dict(snapshots), key=entry.key,
+                     from_store=True)

@@ -11,31 +11,49 @@ equals one step on the whole batch.
 The learning rate follows the paper's schedule: ``lr`` (0.01), halved every
 5 epochs, optionally scaled with the batch size relative to
 ``base_batch_size`` (``"none"``, ``"linear"`` or ``"sqrt"``).
+
+Runs survive interruption. With ``checkpoint_dir``, :func:`train` writes a
+checkpoint atomically after every finished epoch (model and optimizer state,
+the epoch, the history) and, when started again on the same folder, resumes
+after the last finished epoch. Training draws no global randomness: epoch
+``e``'s batch order and augmentation come from generators seeded by
+``(config.seed, e)``, so a resumed run ends with the same weights, bit for
+bit, as an uninterrupted one on the same device and software.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hesslib.data import Split, random_crop_flip
+from hesslib.store import atomic_torch_save
 
 __all__ = [
+    "CHECKPOINT_FILE",
+    "CheckpointMismatchError",
+    "EpochCallback",
     "EpochRecord",
     "NonFiniteLossError",
     "TrainConfig",
+    "TrainResult",
     "accumulated_step_gradient",
     "evaluate",
     "gradient_norm",
     "learning_rate",
+    "load_checkpoint",
+    "make_optimizer",
+    "sgd_step",
     "train",
 ]
 
@@ -116,6 +134,9 @@ class EpochRecord:
             gradient subset (eval mode), after the epoch.
         seconds: Wall time of the epoch's training steps.
         steps: Optimizer steps taken in the epoch.
+        extras: Values returned by the ``on_epoch_end`` callback (e.g. the
+            top Hessian eigenvalue ``lambda_1`` after the epoch); empty
+            without one.
 
     """
 
@@ -128,6 +149,16 @@ class EpochRecord:
     grad_norm: float
     seconds: float
     steps: int
+    extras: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain, JSON-able dictionary."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> EpochRecord:
+        """Rebuild a record written by :meth:`to_dict`."""
+        return cls(**{**record, "extras": dict(record.get("extras", {}))})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -233,7 +264,40 @@ def gradient_norm(
     return torch.sqrt(sum((g.double() ** 2).sum() for g in total)).item()
 
 
-EpochCallback = Callable[[nn.Module, EpochRecord], None]
+EpochCallback = Callable[[nn.Module, EpochRecord], Mapping[str, float] | None]
+"""``on_epoch_end(model, record) -> extras or None``, see :func:`train`."""
+
+CHECKPOINT_FILE = "checkpoint.pt"
+"""The checkpoint's file name inside a checkpoint folder."""
+
+CHECKPOINT_FORMAT = 1
+"""Version of the checkpoint layout; a checkpoint of another version is refused."""
+
+SNAPSHOT_PATTERN = "snapshot-{epoch:04d}.pt"
+"""File name of the parameter snapshot taken after an epoch."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint folder holds a run of another configuration."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        history: One record per epoch, from epoch 1 (epochs restored from a
+            checkpoint included).
+        snapshots: Model state dicts (on the CPU) after every
+            ``snapshot_every``-th epoch, by epoch.
+        resumed_from: The last finished epoch found in the checkpoint folder
+            (0: the run started from scratch).
+
+    """
+
+    history: list[EpochRecord]
+    snapshots: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    resumed_from: int = 0
 
 
 @dataclass
@@ -269,32 +333,55 @@ def train(
     config: TrainConfig,
     *,
     on_epoch_end: EpochCallback | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    snapshot_every: int | None = None,
     progress: bool = False,
-    start_epoch: int = 1,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> list[EpochRecord]:
-    """Train ``model`` with SGD and return the per-epoch history.
+) -> TrainResult:
+    """Train ``model`` with SGD; return the per-epoch history and snapshots.
 
-    Each epoch shuffles the training split with a generator seeded by
-    ``(config.seed, epoch)``, so a run resumed at ``start_epoch`` sees the
-    same batches as an uninterrupted one.
+    Epoch ``e`` shuffles the training split with a generator seeded by
+    ``(config.seed, e)`` and takes ``ceil(N / config.batch_size)`` steps of
+    :func:`sgd_step`.
+
+    With ``checkpoint_dir``, after every finished epoch the model state,
+    optimizer state, epoch and history are written atomically to
+    ``checkpoint_dir/checkpoint.pt``. If the folder already holds a checkpoint
+    of the same ``config``, the model and optimizer are restored from it and
+    training continues after its epoch; an epoch cut short is redone from its
+    start, a finished one never. A run whose checkpoint is at
+    ``config.epochs`` trains nothing.
+
+    The order after each epoch is: snapshot written (if due), checkpoint
+    written, then ``on_epoch_end(model, record)`` called. The callback may
+    return a mapping of extra per-epoch values (``{"lambda_1": 12.3}``); they
+    are stored in ``record.extras`` and in the checkpoint, which is written
+    again. If the run stops inside the callback, the resumed run calls it
+    again for that epoch before training on. The callback must leave the
+    weights alone and may change the model's mode (each epoch sets
+    ``train()``); training draws no global random numbers, so a callback that
+    does (a random start vector) does not change the trained weights.
 
     Args:
-        model: The model; it and the splits must be on the same device.
-        train_split: Training data.
+        model: The model; it and the splits must be on the same device. It
+            is trained in place.
+        train_split: Training data, N samples.
         test_split: Evaluation data for the per-epoch record.
         config: The training configuration.
-        on_epoch_end: Called with the model and the epoch's record.
+        on_epoch_end: Called after each epoch (see above).
+        checkpoint_dir: Folder of the resumable checkpoint (created if
+            missing); ``None``: no checkpoints.
+        snapshot_every: Keep the model's state dict after epochs
+            ``k, 2k, ...``; with ``checkpoint_dir`` they are also written
+            there, so a resumed run returns them all. ``None``: no snapshots.
         progress: Show a progress bar over steps.
-        start_epoch: First epoch to run (for resuming).
-        optimizer: An SGD optimizer whose state to continue (for resuming);
-            a fresh one is made when ``None``.
 
     Returns:
-        One record per epoch run.
+        The history of all ``config.epochs`` epochs and the snapshots.
 
     Raises:
-        NonFiniteLossError: The loss became NaN or infinite.
+        NonFiniteLossError: The loss became NaN or infinite; the checkpoint
+            of the last finished epoch is left as it was.
+        CheckpointMismatchError: ``checkpoint_dir`` holds another run.
 
     """
     if config.batch_size > len(train_split):
@@ -302,17 +389,88 @@ def train(
             f"batch_size {config.batch_size} exceeds the training set "
             f"({len(train_split)} samples); use at most {len(train_split)}"
         )
-    optimizer = optimizer or make_optimizer(model, config)
+    if snapshot_every is not None and (
+        not isinstance(snapshot_every, int) or snapshot_every < 1
+    ):
+        raise ValueError(
+            f"snapshot_every must be a positive integer or None, got "
+            f"{snapshot_every!r}"
+        )
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    optimizer = make_optimizer(model, config)
+    history: list[EpochRecord] = []
+    snapshots: dict[int, dict[str, Tensor]] = {}
+    pending = False
+    if folder is not None and (folder / CHECKPOINT_FILE).is_file():
+        state = load_checkpoint(folder, config, map_location=_device_of(model))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [EpochRecord.from_dict(r) for r in state["history"]]
+        pending = state["callback_pending"]
+        snapshots = _load_snapshots(folder, state["epoch"], snapshot_every)
+        logger.info("resuming from %s after epoch %d", folder, state["epoch"])
+    resumed_from = len(history)
+    if pending and on_epoch_end is not None:
+        history[-1] = _call_back(on_epoch_end, model, history[-1])
+        _save_checkpoint(folder, model, optimizer, config, history, pending=False)
     probe = _gradient_probe(train_split, config)
-    history = []
-    for epoch in range(start_epoch, config.epochs + 1):
+    for epoch in range(resumed_from + 1, config.epochs + 1):
         record = _train_epoch(model, optimizer, train_split, test_split,
                               probe, config, epoch, progress)
         history.append(record)
         logger.info("epoch %d: %s", epoch, record)
-        if on_epoch_end is not None:
-            on_epoch_end(model, record)
-    return history
+        if snapshot_every is not None and epoch % snapshot_every == 0:
+            snapshots[epoch] = _cpu_state(model)
+            if folder is not None:  # before the checkpoint that refers to it
+                atomic_torch_save(snapshots[epoch],
+                                  folder / SNAPSHOT_PATTERN.format(epoch=epoch))
+        waiting = on_epoch_end is not None
+        if folder is not None:
+            _save_checkpoint(folder, model, optimizer, config, history,
+                             pending=waiting)
+        if waiting:
+            history[-1] = _call_back(on_epoch_end, model, record)
+            if folder is not None:
+                _save_checkpoint(folder, model, optimizer, config, history,
+                                 pending=False)
+    return TrainResult(history, snapshots, resumed_from)
+
+
+def load_checkpoint(
+    folder: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    map_location: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Load the checkpoint in ``folder`` and check that it belongs to ``config``.
+
+    Returns:
+        A dictionary with ``format``, ``config`` (as a dict), ``epoch`` (the
+        last finished epoch), ``model`` and ``optimizer`` (state dicts),
+        ``history`` (record dicts) and ``callback_pending`` (whether the last
+        epoch's callback has not returned yet).
+
+    Raises:
+        FileNotFoundError: There is no checkpoint in ``folder``.
+        CheckpointMismatchError: The checkpoint is of another format or
+            configuration.
+
+    """
+    path = Path(folder) / CHECKPOINT_FILE
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} has checkpoint format {state.get('format')!r}, expected "
+            f"{CHECKPOINT_FORMAT}; delete the folder to train from scratch"
+        )
+    if state["config"] != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if state["config"].get(k) != v)
+        raise CheckpointMismatchError(
+            f"{path} belongs to another training configuration (differs in "
+            f"{', '.join(changed)}); use another checkpoint_dir or delete it"
+        )
+    return state
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -320,6 +478,114 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
+
+
+def sgd_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+) -> tuple[float, int]:
+    """One optimizer step on the batch ``(x, y)``, accumulated over chunks.
+
+    This is the one place that turns a batch into an update; variants of
+    training (e.g. on adversarial examples) replace the batch or the
+    gradient here.
+
+    Args:
+        model: The model, in train mode.
+        optimizer: Its optimizer, learning rate already set.
+        x: Batch inputs, shape (B, ...).
+        y: Batch labels, shape (B,).
+        config: The training configuration (``chunk_size``).
+
+    Returns:
+        The batch's summed loss and number of correct predictions. If the
+        loss is not finite, no step is taken (the weights stay as they were)
+        and the caller stops the run.
+
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct = accumulated_step_gradient(model, x, y, config.chunk_size)
+    if math.isfinite(loss):
+        optimizer.step()
+    return loss, correct
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True)
+            for k, v in model.state_dict().items()}
+
+
+def _call_back(
+    callback: EpochCallback, model: nn.Module, record: EpochRecord
+) -> EpochRecord:
+    """Call ``callback`` and return the record with its extras added."""
+    extras = callback(model, record)
+    if extras is None:
+        return record
+    if not isinstance(extras, Mapping):
+        raise TypeError(
+            f"on_epoch_end returned a {type(extras).__name__}; return None or a "
+            "mapping of str to float such as {'lambda_1': 3.2}"
+        )
+    plain = {}
+    for name, value in extras.items():
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(
+            value, (int, float)
+        ):
+            raise TypeError(
+                f"on_epoch_end returned {name!r}: {value!r}; keys must be str and "
+                "values int or float (convert tensors with .item())"
+            )
+        plain[name] = float(value)
+    return EpochRecord(**{**vars(record), "extras": {**record.extras, **plain}})
+
+
+def _save_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    history: list[EpochRecord],
+    *,
+    pending: bool,
+) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "epoch": history[-1].epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": [r.to_dict() for r in history],
+        "callback_pending": pending,
+    }
+    atomic_torch_save(state, folder / CHECKPOINT_FILE)
+
+
+def _load_snapshots(
+    folder: Path, last_epoch: int, every: int | None
+) -> dict[int, dict[str, Tensor]]:
+    """The snapshots of epochs up to ``last_epoch`` written in ``folder``."""
+    if every is None:
+        return {}
+    snapshots = {}
+    for epoch in range(every, last_epoch + 1, every):
+        path = folder / SNAPSHOT_PATTERN.format(epoch=epoch)
+        if not path.is_file():
+            raise CheckpointMismatchError(
+                f"{folder} resumes after epoch {last_epoch} but lacks the snapshot "
+                f"{path.name}; it was trained without snapshot_every={every}: "
+                "delete the folder to train from scratch"
+            )
+        snapshots[epoch] = torch.load(path, map_location="cpu", weights_only=True)
+    return snapshots
 
 
 def _gradient_probe(split: Split, config: TrainConfig) -> tuple[Tensor, Tensor]:
@@ -357,12 +623,9 @@ def _train_epoch(
             x, y = train_split.x[index], train_split.y[index]
             if config.augment:
                 x = random_crop_flip(x, generator=augment_gen)
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss, batch_correct = accumulated_step_gradient(
-                model, x, y, config.chunk_size)
+            batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config)
             if not math.isfinite(batch_loss):
                 raise NonFiniteLossError(epoch, step, batch_loss)
-            optimizer.step()
             loss_sum += batch_loss
             correct += batch_correct
             bar.update(loss=batch_loss / len(y))

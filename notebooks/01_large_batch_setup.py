@@ -38,6 +38,7 @@ epochs = None  # None: the profile's number of epochs
 train_size = None  # None: the profile's MNIST subset size
 lr_scaling = None  # None: the profile's choice ("none", "linear", "sqrt")
 data_dir = None  # None: the folder in $HESSLIB_DATA
+store_dir = None  # None: the folder in $HESSLIB_STORE, else ./.store
 accuracy_target = 0.985  # test accuracy expected of batch 128 (cpu, paper)
 min_accuracy_drop = 0.005  # C1: least accuracy lost at the largest batch
 store_dir = None  # None: $HESSLIB_STORE, else ./.store
@@ -93,12 +94,17 @@ print(settings.description)
 # is scaled with the batch size as the profile says (shown in the table).
 
 # %%
-results = {}
+from hesslib.store import Store
+
+store, results = Store(store_dir), {}
 for batch in sizes:
     config = TrainConfig(batch_size=batch, epochs=epochs, seed=seed,
                          lr_scaling=lr_scaling)
     spec = RunSpec("M1", train_size, test_size, config)
-    results[batch] = run_training(spec, splits=splits, device=dev, progress=True)
+    results[batch] = run_training(spec, splits=splits, device=dev, store=store,
+                                  progress=True)
+    how = "loaded from the store" if results[batch].from_store else "trained"
+    print(f"batch {batch:,}: run {results[batch].key} {how}")
 
 # %%
 for batch, result in results.items():

@@ -1,19 +1,28 @@
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import hesslib.train as train_lib
 from hesslib.data import Split
 from hesslib.models import build_model
 from hesslib.train import (
+    CheckpointMismatchError,
     NonFiniteLossError,
     TrainConfig,
     accumulated_step_gradient,
     evaluate,
     gradient_norm,
     learning_rate,
+    load_checkpoint,
     train,
 )
 
@@ -83,7 +92,7 @@ def test_training_is_deterministic_and_records_every_epoch():
     runs = []
     for _ in range(2):
         model = build_model("M1", seed=0)
-        history = train(model, train_split, test_split, config)
+        history = train(model, train_split, test_split, config).history
         runs.append((model, history))
     (a, ha), (b, hb) = runs
     for p, q in zip(a.parameters(), b.parameters()):
@@ -139,3 +148,199 @@ def test_bad_configurations_are_rejected():
     split = _tiny_split(8, 0)
     with pytest.raises(ValueError, match="batch_size 16 exceeds the training set"):
         train(build_model("M1"), split, split, TrainConfig(batch_size=16))
+
+
+# ------------------------------------------------------- resumable runs
+
+
+class _Interrupt(Exception):
+    """Stands for a crash: raised from inside an epoch."""
+
+
+def _crash_after(monkeypatch, steps):
+    """Make the ``steps + 1``-th optimizer step raise (mid-epoch)."""
+    real, calls = train_lib.sgd_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > steps:
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_lib, "sgd_step", step)
+
+
+def _same_weights(a, b):
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        assert torch.equal(state_a[name], state_b[name]), name
+
+
+def _without_seconds(history):
+    return [{**r.to_dict(), "seconds": 0.0} for r in history]
+
+
+RESUME = TrainConfig(batch_size=16, epochs=3, seed=2, grad_norm_samples=32,
+                     lr=0.05, lr_decay_every=2)
+
+
+def test_resume_after_a_crash_mid_epoch_gives_the_same_weights(
+        tmp_path, monkeypatch):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    reference = build_model("M1", seed=0)
+    full = train(reference, train_split, test_split, RESUME)
+
+    _crash_after(monkeypatch, steps=6)  # 4 steps per epoch: dies in epoch 2
+    with pytest.raises(_Interrupt):
+        train(build_model("M1", seed=0), train_split, test_split, RESUME,
+              checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path, RESUME)["epoch"] == 1
+
+    epochs_run = []
+    resumed_model = build_model("M1", seed=7)  # other init: must be overwritten
+    resumed = train(resumed_model, train_split, test_split, RESUME,
+                    checkpoint_dir=tmp_path,
+                    on_epoch_end=lambda m, r: epochs_run.append(r.epoch))
+    assert resumed.resumed_from == 1 and epochs_run == [2, 3]
+    _same_weights(resumed_model, reference)
+    assert _without_seconds(resumed.history) == _without_seconds(full.history)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import torch
+import hesslib.train as train_lib
+from hesslib.models import build_model
+from hesslib.train import TrainConfig, train
+
+folder = sys.argv[1]
+splits = torch.load(os.path.join(folder, "splits.pt"), weights_only=False)
+config = TrainConfig(**torch.load(os.path.join(folder, "config.pt")))
+real, calls = train_lib.sgd_step, []
+
+def step(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 7:  # 4 steps per epoch: mid-epoch 2
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+train_lib.sgd_step = step
+train(build_model("M1", seed=0), *splits, config,
+      checkpoint_dir=os.path.join(folder, "ckpt"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(tmp_path):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    torch.save((train_split, test_split), tmp_path / "splits.pt")
+    torch.save(RESUME.to_dict(), tmp_path / "config.pt")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_KILLED_RUN),
+                           str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert load_checkpoint(tmp_path / "ckpt", RESUME)["epoch"] == 1
+
+    reference = build_model("M1", seed=0)
+    train(reference, train_split, test_split, RESUME)
+    resumed_model = build_model("M1", seed=3)
+    resumed = train(resumed_model, train_split, test_split, RESUME,
+                    checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.resumed_from == 1
+    _same_weights(resumed_model, reference)
+
+
+def test_a_finished_run_trains_nothing_when_started_again(tmp_path):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    first = build_model("M1", seed=0)
+    train(first, train_split, test_split, RESUME, checkpoint_dir=tmp_path)
+    again = build_model("M1", seed=3)
+    calls = []
+    result = train(again, train_split, test_split, RESUME,
+                   checkpoint_dir=tmp_path, on_epoch_end=lambda *a: calls.append(1))
+    assert result.resumed_from == RESUME.epochs and not calls
+    _same_weights(first, again)
+
+
+def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    one_epoch = TrainConfig(**{**RESUME.to_dict(), "epochs": 1})
+    reference = build_model("M1", seed=0)
+    train(reference, train_split, test_split, one_epoch)
+    real, calls = train_lib.accumulated_step_gradient, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss, correct = real(*args, **kwargs)
+        return (math.nan if len(calls) == 6 else loss), correct
+
+    monkeypatch.setattr(train_lib, "accumulated_step_gradient", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at epoch 2, step 2"):
+        train(build_model("M1", seed=0), train_split, test_split, RESUME,
+              checkpoint_dir=tmp_path)
+    state = load_checkpoint(tmp_path, RESUME)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    for name, value in reference.state_dict().items():  # the epoch-1 weights
+        assert torch.equal(state["model"][name], value), name
+
+
+def test_snapshots_are_kept_and_survive_resume(tmp_path, monkeypatch):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    full = train(build_model("M1", seed=0), train_split, test_split, RESUME,
+                 snapshot_every=1)
+    assert sorted(full.snapshots) == [1, 2, 3]
+    _crash_after(monkeypatch, steps=10)  # dies in epoch 3
+    with pytest.raises(_Interrupt):
+        train(build_model("M1", seed=0), train_split, test_split, RESUME,
+              checkpoint_dir=tmp_path, snapshot_every=1)
+    monkeypatch.undo()
+    resumed = train(build_model("M1", seed=0), train_split, test_split, RESUME,
+                    checkpoint_dir=tmp_path, snapshot_every=1)
+    assert resumed.resumed_from == 2 and sorted(resumed.snapshots) == [1, 2, 3]
+    for epoch, state in full.snapshots.items():
+        for name, value in state.items():
+            assert torch.equal(resumed.snapshots[epoch][name], value), (epoch, name)
+    with pytest.raises(ValueError, match="snapshot_every must be a positive"):
+        train(build_model("M1"), train_split, test_split, RESUME, snapshot_every=0)
+
+
+def test_callback_extras_are_recorded_and_survive_resume(tmp_path):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    seen = []
+
+    def track(model, record):
+        # called after the epoch's checkpoint is written
+        assert load_checkpoint(tmp_path, RESUME)["epoch"] == record.epoch
+        seen.append(record.epoch)
+        if record.epoch == 2 and seen.count(2) == 1:
+            raise _Interrupt  # dies inside the callback, after the checkpoint
+        return {"lambda_1": 10.0 * record.epoch}
+
+    with pytest.raises(_Interrupt):
+        train(build_model("M1", seed=0), train_split, test_split, RESUME,
+              checkpoint_dir=tmp_path, on_epoch_end=track)
+    state = load_checkpoint(tmp_path, RESUME)
+    assert state["epoch"] == 2 and state["callback_pending"]
+    result = train(build_model("M1", seed=0), train_split, test_split, RESUME,
+                   checkpoint_dir=tmp_path, on_epoch_end=track)
+    assert seen == [1, 2, 2, 3]  # epoch 2 trained once, its callback redone
+    assert [r.extras for r in result.history] == [
+        {"lambda_1": 10.0}, {"lambda_1": 20.0}, {"lambda_1": 30.0}]
+    stored = load_checkpoint(tmp_path, RESUME)["history"]
+    assert [r["extras"] for r in stored] == [r.extras for r in result.history]
+
+
+def test_bad_callback_results_and_foreign_checkpoints_are_refused(tmp_path):
+    train_split, test_split = _tiny_split(64, 0), _tiny_split(16, 1)
+    one = TrainConfig(batch_size=16, epochs=1, grad_norm_samples=32)
+    with pytest.raises(TypeError, match="on_epoch_end returned 'x': 'big'"):
+        train(build_model("M1"), train_split, test_split, one,
+              on_epoch_end=lambda m, r: {"x": "big"})
+    train(build_model("M1"), train_split, test_split, one, checkpoint_dir=tmp_path)
+    other = TrainConfig(batch_size=32, epochs=1, grad_norm_samples=32)
+    with pytest.raises(CheckpointMismatchError, match="differs in batch_size"):
+        train(build_model("M1"), train_split, test_split, other,
+              checkpoint_dir=tmp_path)
