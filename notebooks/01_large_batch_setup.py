@@ -41,7 +41,6 @@ data_dir = None  # None: the folder in $HESSLIB_DATA
 store_dir = None  # None: the folder in $HESSLIB_STORE, else ./.store
 accuracy_target = 0.985  # test accuracy expected of batch 128 (cpu, paper)
 min_accuracy_drop = 0.005  # C1: least accuracy lost at the largest batch
-store_dir = None  # None: $HESSLIB_STORE, else ./.store
 
 # %% tags=["hide-cell"]
 # Validate the parameters and resolve the profile's defaults.

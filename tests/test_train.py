@@ -216,6 +216,7 @@ from hesslib.models import build_model
 from hesslib.train import TrainConfig, train
 
 folder = sys.argv[1]
+torch.set_num_threads(int(sys.argv[2]))  # as the parent: same summation order
 splits = torch.load(os.path.join(folder, "splits.pt"), weights_only=False)
 config = TrainConfig(**torch.load(os.path.join(folder, "config.pt")))
 real, calls = train_lib.sgd_step, []
@@ -239,8 +240,9 @@ def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(tmp_path):
     torch.save(RESUME.to_dict(), tmp_path / "config.pt")
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_KILLED_RUN),
-                           str(tmp_path)], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", textwrap.dedent(_KILLED_RUN), str(tmp_path),
+               str(torch.get_num_threads())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert load_checkpoint(tmp_path / "ckpt", RESUME)["epoch"] == 1
 
