@@ -48,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "accumulated_step_gradient",
+    "adversarial_batch",
     "evaluate",
     "gradient_norm",
     "learning_rate",
@@ -60,6 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LrScaling = Literal["none", "linear", "sqrt"]
+Robust = Literal["none", "fgsm_mix", "pgd"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ class TrainConfig:
         grad_norm_samples: Size of the fixed training subset on which the
             full gradient norm is measured after each epoch (eval mode).
         eval_batch_size: Batch size of evaluation passes.
+        robust: Robust training: ``"none"``; ``"fgsm_mix"``, the authors'
+            scheme, where a fraction of every chunk is replaced by FGSM
+            examples; or ``"pgd"``, every sample replaced by its PGD example
+            (the full min-max). Examples are computed in eval mode.
+        robust_fraction: Fraction of each chunk replaced (``"fgsm_mix"``).
+        robust_eps: Perturbation size on [0, 1] pixels (the authors: 0.005).
+        robust_norm: Norm of the PGD ball, ``"linf"`` or ``"l2"``.
+        robust_steps: PGD steps (step size 2.5 * eps / steps).
 
     """
 
@@ -99,10 +109,16 @@ class TrainConfig:
     seed: int = 0
     grad_norm_samples: int = 1024
     eval_batch_size: int = 1024
+    robust: Robust = "none"
+    robust_fraction: float = 0.2
+    robust_eps: float = 0.005
+    robust_norm: Literal["linf", "l2"] = "linf"
+    robust_steps: int = 10
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "chunk_size", "epochs", "lr_decay_every",
-                     "base_batch_size", "grad_norm_samples", "eval_batch_size"):
+                     "base_batch_size", "grad_norm_samples", "eval_batch_size",
+                     "robust_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -112,6 +128,25 @@ class TrainConfig:
             raise ValueError(
                 f"lr_scaling must be 'none', 'linear' or 'sqrt', "
                 f"got {self.lr_scaling!r}"
+            )
+        self._check_robust()
+
+    def _check_robust(self) -> None:
+        if self.robust not in ("none", "fgsm_mix", "pgd"):
+            raise ValueError(
+                f"robust must be 'none', 'fgsm_mix' or 'pgd', got {self.robust!r}"
+            )
+        if not 0.0 <= self.robust_fraction <= 1.0:
+            raise ValueError(
+                f"robust_fraction must lie in [0, 1], got {self.robust_fraction!r}"
+            )
+        if not (math.isfinite(self.robust_eps) and self.robust_eps >= 0):
+            raise ValueError(
+                f"robust_eps must be a finite number >= 0, got {self.robust_eps!r}"
+            )
+        if self.robust_norm not in ("linf", "l2"):
+            raise ValueError(
+                f"robust_norm must be 'linf' or 'l2', got {self.robust_norm!r}"
             )
 
     def to_dict(self) -> dict:
@@ -486,19 +521,22 @@ def sgd_step(
     x: Tensor,
     y: Tensor,
     config: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
 ) -> tuple[float, int]:
     """One optimizer step on the batch ``(x, y)``, accumulated over chunks.
 
-    This is the one place that turns a batch into an update; variants of
-    training (e.g. on adversarial examples) replace the batch or the
-    gradient here.
+    This is the one place that turns a batch into an update. With robust
+    training (``config.robust``), each chunk is first replaced by its
+    adversarial version (:func:`adversarial_batch`).
 
     Args:
         model: The model, in train mode.
         optimizer: Its optimizer, learning rate already set.
         x: Batch inputs, shape (B, ...).
         y: Batch labels, shape (B,).
-        config: The training configuration (``chunk_size``).
+        config: The training configuration (``chunk_size``, ``robust*``).
+        generator: Source of the attacks' randomness (on ``x``'s device).
 
     Returns:
         The batch's summed loss and number of correct predictions. If the
@@ -506,11 +544,54 @@ def sgd_step(
         and the caller stops the run.
 
     """
+    if config.robust != "none":
+        x = adversarial_batch(model, x, y, config, generator=generator)
     optimizer.zero_grad(set_to_none=True)
     loss, correct = accumulated_step_gradient(model, x, y, config.chunk_size)
     if math.isfinite(loss):
         optimizer.step()
     return loss, correct
+
+
+def adversarial_batch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The batch robust training steps on, made chunk by chunk.
+
+    ``"fgsm_mix"`` replaces ``round(robust_fraction * n)`` samples of every
+    chunk of ``n`` by their FGSM examples of size ``robust_eps``; ``"pgd"``
+    replaces every sample by its PGD example (random start). The attacks run
+    in eval mode, and the model's mode is restored.
+
+    Args:
+        model: The model being trained.
+        x: Batch inputs, shape (B, ...), in [0, 1].
+        y: Batch labels, shape (B,).
+        config: The training configuration.
+        generator: Source of the attacks' randomness.
+
+    Returns:
+        The adversarial batch, shape (B, ...), detached.
+
+    """
+    from hesslib.attacks import adversarial_mix, pgd
+
+    chunks = []
+    for xc, yc in zip(x.split(config.chunk_size), y.split(config.chunk_size)):
+        if config.robust == "fgsm_mix":
+            chunks.append(adversarial_mix(
+                model, xc, yc, fraction=config.robust_fraction,
+                eps=config.robust_eps, generator=generator))
+        else:
+            chunks.append(pgd(model, xc, yc, config.robust_eps,
+                              norm=config.robust_norm, steps=config.robust_steps,
+                              generator=generator))
+    return torch.cat(chunks)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -597,6 +678,10 @@ def _gradient_probe(split: Split, config: TrainConfig) -> tuple[Tensor, Tensor]:
     return split.x[keep], split.y[keep]
 
 
+# Keeps the attacks' random stream apart from the augmentation's.
+_ATTACK_SEED_OFFSET = 7_919
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -613,6 +698,8 @@ def _train_epoch(
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     augment_gen = torch.Generator(device=train_split.x.device)
     augment_gen.manual_seed(config.seed * 100_003 + epoch)
+    attack_gen = torch.Generator(device=train_split.x.device)
+    attack_gen.manual_seed(config.seed * 100_003 + epoch + _ATTACK_SEED_OFFSET)
     batches = list(_batches(len(train_split), config.batch_size, generator))
     loss_sum, correct, start = 0.0, 0, time.perf_counter()
     model.train()
@@ -623,7 +710,8 @@ def _train_epoch(
             x, y = train_split.x[index], train_split.y[index]
             if config.augment:
                 x = random_crop_flip(x, generator=augment_gen)
-            batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config)
+            batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config,
+                                                 generator=attack_gen)
             if not math.isfinite(batch_loss):
                 raise NonFiniteLossError(epoch, step, batch_loss)
             loss_sum += batch_loss

@@ -19,6 +19,7 @@ from hesslib.train import (
     NonFiniteLossError,
     TrainConfig,
     accumulated_step_gradient,
+    adversarial_batch,
     evaluate,
     gradient_norm,
     learning_rate,
@@ -346,3 +347,60 @@ def test_bad_callback_results_and_foreign_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="differs in batch_size"):
         train(build_model("M1"), train_split, test_split, other,
               checkpoint_dir=tmp_path)
+
+
+# ------------------------------------------------------------ robust training
+
+
+def _robust(**kwargs):
+    return TrainConfig(batch_size=40, chunk_size=16, epochs=1, seed=2, **kwargs)
+
+
+def test_fgsm_mix_replaces_a_fifth_of_every_chunk_within_eps():
+    model = build_model("M1", seed=0).train()
+    x, y = _batch(40)
+    config = _robust(robust="fgsm_mix", robust_eps=0.03)
+    g = torch.Generator().manual_seed(0)
+    out = adversarial_batch(model, x, y, config, generator=g)
+    assert model.training
+    changed = (out != x).flatten(1).any(1)
+    # chunks of 16, 16 and 8 samples: round(0.2 * n) = 3, 3, 2 replaced
+    assert [int(c.sum()) for c in changed.split(16)] == [3, 3, 2]
+    assert (out - x).abs().max() <= 0.03 + 1e-7
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_pgd_training_batch_stays_in_the_ball_and_box():
+    model = build_model("M1", seed=0).train()
+    x, y = _batch(20)
+    config = _robust(robust="pgd", robust_eps=0.05, robust_steps=3)
+    out = adversarial_batch(model, x, y, config,
+                            generator=torch.Generator().manual_seed(0))
+    assert (out != x).flatten(1).any(1).all()
+    assert (out - x).abs().max() <= 0.05 + 1e-7
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("robust", ["fgsm_mix", "pgd"])
+def test_robust_training_is_deterministic_and_differs_from_plain(robust):
+    train_split, test_split = _tiny_split(80, 0), _tiny_split(16, 1)
+    config = _robust(robust=robust, robust_eps=0.1, robust_steps=2,
+                     grad_norm_samples=32)
+    weights = []
+    for cfg in (config, config, _robust(grad_norm_samples=32)):
+        model = build_model("M1", seed=0)
+        train(model, train_split, test_split, cfg)
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_bad_robust_settings_are_rejected():
+    with pytest.raises(ValueError, match="robust must be 'none', 'fgsm_mix'"):
+        TrainConfig(robust="trades")
+    with pytest.raises(ValueError, match=r"robust_fraction must lie in \[0, 1\]"):
+        TrainConfig(robust_fraction=1.5)
+    with pytest.raises(ValueError, match="robust_eps must be a finite number"):
+        TrainConfig(robust_eps=-0.1)
+    with pytest.raises(ValueError, match="robust_norm must be 'linf' or 'l2'"):
+        TrainConfig(robust_norm="l1")
