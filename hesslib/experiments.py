@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from hesslib import data as data_lib
 from hesslib.models import MODEL_DATA, build_model
+from hesslib.profiles import Profile
 from hesslib.store import Entry, Store, config_key, environment_fingerprint
 from hesslib.train import EpochCallback, EpochRecord, TrainConfig, train
 
@@ -38,6 +39,8 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "load_splits",
+    "profile_spec",
+    "profile_splits",
     "resolve_device",
     "run_config",
     "run_key",
@@ -191,6 +194,55 @@ def run_key(
 ) -> str:
     """The store key of a run (see :func:`run_config`)."""
     return config_key(RUN_KIND, run_config(spec, device, callback_name=callback_name))
+
+
+def profile_splits(
+    profile: Profile,
+    dataset: str,
+    *,
+    root: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[data_lib.Split, data_lib.Split]:
+    """The training and test splits of ``dataset`` at ``profile``'s sizes."""
+    return load_splits(dataset, profile.train_size[dataset],
+                       profile.test_size[dataset], root=root, device=device)
+
+
+def profile_spec(
+    profile: Profile,
+    model: str,
+    batch: int | str,
+    *,
+    train_size: int,
+    seed: int = 0,
+    **overrides: Any,
+) -> RunSpec:
+    """The run of ``model`` at ``batch`` as ``profile`` sets it up.
+
+    Args:
+        profile: Sizes, epochs and learning-rate scaling.
+        model: Model name.
+        batch: Batch size, or ``"all"`` for the whole training subset.
+        train_size: Samples in the training split actually loaded (it
+            resolves ``"all"``).
+        seed: Seed of the weights and batch order.
+        **overrides: Other :class:`~hesslib.train.TrainConfig` fields, e.g.
+            ``robust="fgsm_mix"`` or ``epochs=5``.
+
+    Example:
+        >>> from hesslib.profiles import get_profile
+        >>> spec = profile_spec(get_profile("smoke"), "M1", "all", train_size=1000)
+        >>> spec.config.batch_size, spec.config.epochs
+        (1000, 2)
+
+    """
+    dataset = MODEL_DATA[model]
+    options = {"epochs": profile.epochs, "lr_scaling": profile.lr_scaling}
+    options.update(overrides)
+    config = TrainConfig(batch_size=profile.resolve_batch(batch, train_size),
+                         seed=seed, **options)
+    return RunSpec(model, profile.train_size[dataset],
+                   profile.test_size[dataset], config)
 
 
 def run_training(

@@ -58,18 +58,18 @@ CLAIMS: dict[str, Claim] = {
     c.name: c
     for c in (
         Claim("C1", "Larger batches end in sharper regions (larger lambda_1 of the "
-              "weight Hessian) with lower test accuracy.", "01_large_batch_setup"),
+              "weight Hessian) with lower test accuracy.", "04_large_batch"),
         Claim("C2", "Large-batch training is not stuck at saddle points but in "
-              "areas of high curvature.", "04_saddle_points"),
+              "areas of high curvature.", "04_large_batch"),
         Claim("C3", "Points of large spectrum are less robust to adversarial "
               "perturbations; lambda_1 of the input Hessian is larger.",
               "05_robustness"),
         Claim("C4", "Robust (adversarial) training ends in flatter regions.",
               "06_robust_training"),
         Claim("C5", "For ReLU networks the loss is a saddle-free function of the "
-              "input almost everywhere (Theorem 1).", "07_theorem_1"),
+              "input almost everywhere (Theorem 1).", "07_saddle_free"),
         Claim("C6", "These findings hold across architectures and data sets.",
-              "08_generality"),
+              "08_appendix"),
     )
 }
 """The paper's claims (PAPER.md section 1) and the page planned to judge each."""
@@ -255,7 +255,7 @@ def scoreboard_rows(
     Example:
         >>> rows = scoreboard_rows([])
         >>> rows[0]["verdict"], rows[0]["page"]
-        ('not yet computed', '01_large_batch_setup')
+        ('not yet computed', '04_large_batch')
 
     """
     by_claim: dict[str, list[Verdict]] = {}
