@@ -1,0 +1,67 @@
+"""Train the book's plain runs of a profile into the results store.
+
+    python scripts/train_runs.py --profile cpu                # all models
+    python scripts/train_runs.py --profile paper --model C1   # one model
+    python scripts/train_runs.py --profile paper --export runs.tar
+
+Pages find these runs in the store and train nothing. On a GPU machine,
+train with `--export`, copy the archive, and on the laptop import it with
+`python -c "from hesslib.store import Store; Store().import_archive('runs.tar')"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hesslib.data import DataError
+from hesslib.experiments import (
+    profile_spec,
+    profile_splits,
+    resolve_device,
+    run_training,
+)
+from hesslib.models import MODEL_DATA
+from hesslib.profiles import get_profile
+from hesslib.store import Store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--model", action="append", default=[],
+                        help="model name (M1, C1, ...); default all")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--store", default=None, help="default $HESSLIB_STORE")
+    parser.add_argument("--export", default=None, help="archive of the runs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    profile = get_profile(args.profile)
+    device = resolve_device(args.device)
+    store = Store(args.store)
+    entries = []
+    for model in args.model or list(profile.batch_sizes):
+        try:
+            splits = profile_splits(profile, MODEL_DATA[model], device=device)
+        except DataError as error:
+            logging.warning("skipping %s: %s", model, error)
+            continue
+        for seed in profile.seeds:
+            for batch in profile.batch_sizes[model]:
+                spec = profile_spec(profile, model, batch,
+                                    train_size=len(splits[0]), seed=seed)
+                result = run_training(spec, splits=splits, device=device,
+                                      store=store, progress=True)
+                entries.append(f"run/{result.key}")
+                logging.info("%s batch %s seed %d: test accuracy %.4f",
+                             model, batch, seed, result.final.test_accuracy)
+    if args.export:
+        store.export(args.export, entries)
+        logging.info("exported %d runs to %s", len(entries), args.export)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
