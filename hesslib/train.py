@@ -19,6 +19,18 @@ after the last finished epoch. Training draws no global randomness: epoch
 ``e``'s batch order and augmentation come from generators seeded by
 ``(config.seed, e)``, so a resumed run ends with the same weights, bit for
 bit, as an uninterrupted one on the same device and software.
+
+Under ``torchrun`` (a process group of several ranks, see
+:mod:`hesslib.distributed`) :func:`train` is data parallel: every global batch
+is drawn as in one process and dealt out to the ranks in whole chunks; each
+rank divides its chunks' summed losses by the global batch size, and the
+gradients are summed with one all-reduce, so each step equals the
+one-process step up to the order of summation (with train-mode BatchNorm
+too: a chunk is normalized with its own statistics on whichever rank holds
+it). Robust training skips, on each rank, the random draws of the chunks
+before its own, so it matches one process as well. Evaluation and the
+gradient norm are sharded the same way and summed; only rank 0 writes
+checkpoints and snapshots.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hesslib import distributed as dist_lib
 from hesslib.data import Split, random_crop_flip
 from hesslib.store import atomic_torch_save
 
@@ -229,7 +242,12 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Te
 
 
 def accumulated_step_gradient(
-    model: nn.Module, x: Tensor, y: Tensor, chunk_size: int
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    chunk_size: int,
+    *,
+    total: int | None = None,
 ) -> tuple[float, int]:
     """Accumulate the gradient of the batch's mean loss over chunks.
 
@@ -242,16 +260,19 @@ def accumulated_step_gradient(
         x: Batch inputs, shape (N, ...).
         y: Batch labels, shape (N,).
         chunk_size: Samples per forward/backward pass.
+        total: The ``N`` to divide by (default ``len(y)``); a rank holding
+            part of a global batch passes the global batch size.
 
     Returns:
         The batch's summed loss and number of correct predictions.
 
     """
     total_loss, correct = 0.0, 0
+    n = len(y) if total is None else total
     for xc, yc in zip(x.split(chunk_size), y.split(chunk_size)):
         logits = model(xc)
         loss = F.cross_entropy(logits, yc, reduction="sum")
-        (loss / len(y)).backward()
+        (loss / n).backward()
         total_loss += loss.item()
         correct += (logits.argmax(1) == yc).sum().item()
     return total_loss, correct
@@ -259,43 +280,65 @@ def accumulated_step_gradient(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, *, batch_size: int = 1024
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 1024,
+    sharded: bool = False,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``split``, in eval mode.
 
-    The model's mode is restored afterwards.
+    The model's mode is restored afterwards. With ``sharded`` (and a process
+    group), each rank evaluates its whole batches and the sums are
+    all-reduced: every rank must call it.
     """
     was_training = model.training
     model.eval()
+    sharded = sharded and dist_lib.is_distributed()
+    part = dist_lib.rank_slice(len(split), batch_size) if sharded else slice(None)
     try:
         loss, correct = 0.0, 0
-        for x, y in zip(split.x.split(batch_size), split.y.split(batch_size)):
+        for x, y in zip(split.x[part].split(batch_size),
+                        split.y[part].split(batch_size)):
             logits = model(x)
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
     finally:
         model.train(was_training)
+    if sharded:
+        loss, correct = dist_lib.sum_scalars([loss, correct], split.x.device)
     return loss / len(split), correct / len(split)
 
 
 def gradient_norm(
-    model: nn.Module, x: Tensor, y: Tensor, *, chunk_size: int = 1024
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    chunk_size: int = 1024,
+    sharded: bool = False,
 ) -> float:
     """Norm of the gradient of the mean loss on ``(x, y)``, in eval mode.
 
-    Parameter gradients and the model's mode are left as they were.
+    Parameter gradients and the model's mode are left as they were. With
+    ``sharded`` (and a process group), each rank takes its whole chunks and
+    the gradients are all-reduced: every rank must call it.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     model.eval()
+    sharded = sharded and dist_lib.is_distributed()
+    part = dist_lib.rank_slice(len(y), chunk_size) if sharded else slice(None)
     try:
         total = [torch.zeros_like(p) for p in params]
-        for xc, yc in zip(x.split(chunk_size), y.split(chunk_size)):
+        for xc, yc in zip(x[part].split(chunk_size), y[part].split(chunk_size)):
             loss = F.cross_entropy(model(xc), yc, reduction="sum") / len(y)
             for acc, g in zip(total, torch.autograd.grad(loss, params)):
                 acc += g
     finally:
         model.train(was_training)
+    if sharded:
+        total = [dist_lib.all_reduce_sum(torch.cat([g.reshape(-1) for g in total]))]
     return torch.sqrt(sum((g.double() ** 2).sum() for g in total)).item()
 
 
@@ -456,7 +499,7 @@ def train(
         logger.info("epoch %d: %s", epoch, record)
         if snapshot_every is not None and epoch % snapshot_every == 0:
             snapshots[epoch] = _cpu_state(model)
-            if folder is not None:  # before the checkpoint that refers to it
+            if folder is not None and dist_lib.is_main():  # before the checkpoint
                 atomic_torch_save(snapshots[epoch],
                                   folder / SNAPSHOT_PATTERN.format(epoch=epoch))
         waiting = on_epoch_end is not None
@@ -523,6 +566,7 @@ def sgd_step(
     config: TrainConfig,
     *,
     generator: torch.Generator | None = None,
+    sharded: bool = False,
 ) -> tuple[float, int]:
     """One optimizer step on the batch ``(x, y)``, accumulated over chunks.
 
@@ -537,6 +581,10 @@ def sgd_step(
         y: Batch labels, shape (B,).
         config: The training configuration (``chunk_size``, ``robust*``).
         generator: Source of the attacks' randomness (on ``x``'s device).
+        sharded: Data parallel over the process group (every rank must
+            call it, with the same global batch and generator state): each
+            rank steps on its whole chunks, the gradients are summed, and
+            the returned numbers are the global batch's.
 
     Returns:
         The batch's summed loss and number of correct predictions. If the
@@ -544,6 +592,8 @@ def sgd_step(
         and the caller stops the run.
 
     """
+    if sharded and dist_lib.is_distributed():
+        return _sharded_step(model, optimizer, x, y, config, generator)
     if config.robust != "none":
         x = adversarial_batch(model, x, y, config, generator=generator)
     optimizer.zero_grad(set_to_none=True)
@@ -594,6 +644,58 @@ def adversarial_batch(
     return torch.cat(chunks)
 
 
+def _sharded_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None,
+) -> tuple[float, int]:
+    """:func:`sgd_step` on this rank's chunks of the global batch ``(x, y)``."""
+    part = dist_lib.rank_slice(len(y), config.chunk_size)
+    if config.robust != "none":
+        _skip_attack_draws(x[: part.start], config, generator)
+    mine_x, mine_y = x[part], y[part]
+    optimizer.zero_grad(set_to_none=True)
+    before = dist_lib.running_stats(model)
+    loss, correct = 0.0, 0
+    if len(mine_y):  # a rank may get no chunk of a small batch
+        if config.robust != "none":
+            mine_x = adversarial_batch(model, mine_x, mine_y, config,
+                                       generator=generator)
+        loss, correct = accumulated_step_gradient(
+            model, mine_x, mine_y, config.chunk_size, total=len(y))
+    dist_lib.merge_running_stats(model, before, len(y), config.chunk_size)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    dist_lib.sum_gradients(params)
+    loss, correct = dist_lib.sum_scalars([loss, correct], y.device)
+    if math.isfinite(loss):
+        optimizer.step()
+    return loss, int(correct)
+
+
+def _skip_attack_draws(
+    x: Tensor, config: TrainConfig, generator: torch.Generator | None
+) -> None:
+    """Draw, and drop, what :func:`adversarial_batch` draws for ``x``'s chunks.
+
+    A rank thus starts its own chunks with the generator in the state one
+    process would have reached, and robust training matches one process.
+    Without a generator (the global one) the ranks' streams differ.
+    """
+    from hesslib.attacks import _random_start
+
+    if generator is None:
+        return
+    for start in range(0, len(x), config.chunk_size):
+        xc = x[start : start + config.chunk_size]
+        if config.robust == "fgsm_mix":
+            torch.randperm(len(xc), generator=generator, device=generator.device)
+        else:
+            _random_start(xc, config.robust_eps, config.robust_norm, generator)
+
+
 def _device_of(model: nn.Module) -> torch.device:
     first = next(model.parameters(), None)
     return torch.device("cpu") if first is None else first.device
@@ -638,6 +740,8 @@ def _save_checkpoint(
     *,
     pending: bool,
 ) -> None:
+    if not dist_lib.is_main():  # ranks hold the same weights; rank 0 writes
+        return
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
@@ -704,14 +808,14 @@ def _train_epoch(
     loss_sum, correct, start = 0.0, 0, time.perf_counter()
     model.train()
     desc = f"epoch {epoch}/{config.epochs} (batch {config.batch_size})"
-    with _Progress(progress, len(batches), desc) as bar:
+    with _Progress(progress and dist_lib.is_main(), len(batches), desc) as bar:
         for step, index in enumerate(batches, start=1):
             index = index.to(train_split.x.device)
             x, y = train_split.x[index], train_split.y[index]
             if config.augment:
                 x = random_crop_flip(x, generator=augment_gen)
             batch_loss, batch_correct = sgd_step(model, optimizer, x, y, config,
-                                                 generator=attack_gen)
+                                                 generator=attack_gen, sharded=True)
             if not math.isfinite(batch_loss):
                 raise NonFiniteLossError(epoch, step, batch_loss)
             loss_sum += batch_loss
@@ -719,7 +823,7 @@ def _train_epoch(
             bar.update(loss=batch_loss / len(y))
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = evaluate(
-        model, test_split, batch_size=config.eval_batch_size)
+        model, test_split, batch_size=config.eval_batch_size, sharded=True)
     return EpochRecord(
         epoch=epoch,
         lr=lr,
@@ -727,7 +831,7 @@ def _train_epoch(
         train_accuracy=correct / len(train_split),
         test_loss=test_loss,
         test_accuracy=test_accuracy,
-        grad_norm=gradient_norm(model, *probe),
+        grad_norm=gradient_norm(model, *probe, sharded=True),
         seconds=seconds,
         steps=len(batches),
     )
