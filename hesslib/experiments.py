@@ -11,10 +11,19 @@ With a :class:`~hesslib.store.Store`, :func:`run_training` trains each run
 once: a finished run is stored under the key of :func:`run_config` (the
 spec, the device type and the software versions) and loaded by every later
 call; an interrupted run resumes from its last finished epoch.
+
+Under ``torchrun`` (see :mod:`hesslib.distributed`) every rank calls
+:func:`run_training` with the same arguments. Rank 0 alone takes the store's
+lock, looks the run up and tells the others; then either all ranks load the
+stored run, or all train it data parallel and rank 0 puts it into the store
+while the others wait. The number of ranks does not enter the key (a run
+trained on several ranks equals the one-process run up to round-off); it is
+recorded in the stored run's ``launch.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -28,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from hesslib import data as data_lib
+from hesslib import distributed as dist_lib
 from hesslib.models import MODEL_DATA, build_model
 from hesslib.profiles import Profile
 from hesslib.store import Entry, Store, config_key, environment_fingerprint
@@ -57,6 +67,7 @@ RUN_KIND = "run"
 _WEIGHTS_FILE = "state_dict.pt"
 _HISTORY_FILE = "history.json"
 _SNAPSHOTS_FILE = "snapshots.pt"
+_LAUNCH_FILE = "launch.json"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -300,6 +311,9 @@ def run_training(
         )
     if store is None:
         return _train_run(spec, splits, device, None, on_epoch_end, progress)
+    if dist_lib.is_distributed():
+        return _run_training_ranked(spec, splits, device, store, on_epoch_end,
+                                    callback_name, progress)
     config = run_config(spec, device, callback_name=callback_name)
     key = config_key(RUN_KIND, config)
     with store.lock(RUN_KIND, config):
@@ -312,6 +326,45 @@ def run_training(
         store.put(RUN_KIND, config, lambda folder: _write_run(folder, result))
         store.remove_workdir(RUN_KIND, config)
     logger.info("trained run %s (%s)", key, _describe(spec))
+    result.key = key
+    return result
+
+
+def _run_training_ranked(
+    spec: RunSpec,
+    splits: tuple[data_lib.Split, data_lib.Split],
+    device: torch.device,
+    store: Store,
+    on_epoch_end: EpochCallback | None,
+    callback_name: str | None,
+    progress: bool,
+) -> RunResult:
+    """:func:`run_training` with a store, on every rank of a process group."""
+    config = run_config(spec, device, callback_name=callback_name)
+    key = config_key(RUN_KIND, config)
+    main = dist_lib.is_main()
+    with store.lock(RUN_KIND, config) if main else contextlib.nullcontext():
+        entry = store.get(RUN_KIND, config) if main else None
+        if dist_lib.broadcast_flag(entry is not None, device):
+            if entry is None:  # rank 0 found it, so it is complete on disk
+                entry = store.get(RUN_KIND, config)
+            if entry is None:
+                raise RuntimeError(
+                    f"rank {dist_lib.rank()} cannot see run {key} that rank 0 "
+                    f"found in {store.root}; give every rank the same store folder"
+                )
+            logger.info("loaded run %s from the store (%s)", key, _describe(spec))
+            return _load_run(spec, entry, device)
+        workdir = store.workdir(RUN_KIND, config)
+        result = _train_run(spec, splits, device, workdir, on_epoch_end, progress)
+        if main:
+            store.put(RUN_KIND, config, lambda folder: _write_run(
+                folder, result, launch={"world_size": dist_lib.world_size()}))
+            store.remove_workdir(RUN_KIND, config)
+        dist_lib.barrier()  # the others return once the run is stored
+    if main:
+        logger.info("trained run %s (%s) on %d ranks", key, _describe(spec),
+                    dist_lib.world_size())
     result.key = key
     return result
 
@@ -361,8 +414,10 @@ def _torch_file(obj: Any, path: Path) -> None:
     path.write_bytes(buffer.getvalue())
 
 
-def _write_run(folder: Path, result: RunResult) -> None:
-    """Write a run's payload: weights, history and snapshots."""
+def _write_run(
+    folder: Path, result: RunResult, *, launch: dict[str, Any] | None = None
+) -> None:
+    """Write a run's payload: weights, history, snapshots, how it was launched."""
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     _torch_file(state, folder / _WEIGHTS_FILE)
     history = [record.to_dict() for record in result.history]
@@ -370,6 +425,9 @@ def _write_run(folder: Path, result: RunResult) -> None:
     (folder / _HISTORY_FILE).write_text(text, encoding="utf-8")
     if result.snapshots:
         _torch_file(result.snapshots, folder / _SNAPSHOTS_FILE)
+    if launch is not None:
+        text = json.dumps(launch, indent=1) + "\n"
+        (folder / _LAUNCH_FILE).write_text(text, encoding="utf-8")
 
 
 def _load_run(spec: RunSpec, entry: Entry, device: torch.device) -> RunResult:
