@@ -3,12 +3,17 @@
 #   make test   install what is missing, lint, run the tests and doctests,
 #               build the smoke book once and check it in headless Chromium
 #
+#   make runs   train the profile's runs into the store (NPROC > 1: data
+#               parallel under torchrun)
+#
 # Knobs: PROFILE (smoke, cpu, paper), PYTHON (an interpreter >= 3.10),
-# VENV (where the environment goes), HESSLIB_DATA (the data folder).
+# VENV (where the environment goes), HESSLIB_DATA (the data folder),
+# NPROC (processes, one per GPU, that train the runs; 1: the pages train).
 
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= cpu
+NPROC ?= 1
 export HESSLIB_STORE ?= $(abspath .store)
 BIN := $(VENV)/bin
 
@@ -19,7 +24,7 @@ ifeq ($(origin HESSLIB_DATA), undefined)
   endif
 endif
 
-.PHONY: book pages html test lint lab data widgets clean
+.PHONY: book pages html runs test lint lab data widgets clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,10 +41,21 @@ widgets:
 	$(PYTHON) scripts/fetch_widgets.py
 
 book: $(BIN)/.installed data widgets
-	$(BIN)/python scripts/build_book.py --profile $(PROFILE)
+	$(BIN)/python scripts/build_book.py --profile $(PROFILE) --nproc $(NPROC)
 
 pages: $(BIN)/.installed data
-	$(BIN)/python scripts/build_book.py --profile $(PROFILE) --no-html
+	$(BIN)/python scripts/build_book.py --profile $(PROFILE) --no-html --nproc $(NPROC)
+
+# The profile's plain runs into the store, data parallel on NPROC processes
+# (GPUs); the pages then load them. torchrun's --standalone rendezvous picks
+# a free port on this machine.
+ifeq ($(NPROC),1)
+  TRAIN_RUNS := $(BIN)/python
+else
+  TRAIN_RUNS := $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC)
+endif
+runs: $(BIN)/.installed data
+	$(TRAIN_RUNS) scripts/train_runs.py --profile $(PROFILE)
 
 html: $(BIN)/.installed widgets
 	$(BIN)/jupyter-book build book/

@@ -4,6 +4,7 @@
     python scripts/build_book.py --profile smoke --no-html
     python scripts/build_book.py --page 01 -p seed=1      # one page
     python scripts/build_book.py --profile smoke --out /tmp/book  # elsewhere
+    python scripts/build_book.py --profile paper --nproc 4  # runs on 4 GPUs first
 
 Pages run in book order, the introduction (00_*) last: its scoreboard reads
 the verdicts the other pages stored. Each page gets the parameters `profile`
@@ -14,6 +15,12 @@ Executed notebooks go to <out>/book/pages/, the HTML to <out>/_build/html/;
 <out> is the repository itself unless --out names another folder, into which
 the book's sources are then copied. The widget manager is fetched first
 (scripts/fetch_widgets.py) so that the HTML renders widgets offline.
+
+With --nproc N > 1, the profile's plain training runs are trained first,
+data parallel on N processes (torchrun --standalone running
+scripts/train_runs.py), into the same store; the pages then load them. A
+page's other runs (robust training, tracked curvature) still train in the
+page's kernel, on one process.
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="execute the pages only")
     parser.add_argument("--store", type=Path, default=None,
                         help=f"results store (default ${STORE_ENV}, else .store)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="train the profile's runs first on this many "
+                             "processes with torchrun (default 1: in the pages)")
     parser.add_argument("--out", type=Path, default=ROOT,
                         help="folder of book/pages and _build (default: here)")
     return parser.parse_args(argv)
@@ -85,9 +95,24 @@ def prepare_out(out: Path) -> None:
             shutil.copy2(item, out / "book" / item.name)
 
 
+def train_runs(profile: str, store: Path, nproc: int) -> None:
+    """Train the profile's runs into ``store`` on ``nproc`` processes."""
+    if nproc < 1:
+        raise SystemExit(f"--nproc must be at least 1, got {nproc}")
+    if nproc == 1:
+        return
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", f"--nproc_per_node={nproc}",
+               str(ROOT / "scripts" / "train_runs.py"), "--profile", profile,
+               "--store", str(store)]
+    logging.info("training the runs first: %s", " ".join(command))
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
 def run(args: argparse.Namespace) -> int:
     store_root = args.store or os.environ.get(STORE_ENV) or ROOT / ".store"
     store = Store(store_root)
+    train_runs(args.profile, store.root, args.nproc)
     parameters = {"profile": args.profile, "store_dir": str(store.root)}
     parameters.update(parse_parameter(p) for p in args.parameter)
     sources = execution_order(page_sources(ROOT / "notebooks"))

@@ -4,6 +4,11 @@
     python scripts/train_runs.py --profile paper --model C1   # one model
     python scripts/train_runs.py --profile paper --export runs.tar
 
+On several GPUs (or CPU processes), launch it with torchrun; every run is
+then trained data parallel and rank 0 writes it into the store:
+
+    torchrun --standalone --nproc_per_node=4 scripts/train_runs.py --profile paper
+
 Pages find these runs in the store and train nothing. On a GPU machine,
 train with `--export`, copy the archive, and on the laptop import it with
 `python -c "from hesslib.store import Store; Store().import_archive('runs.tar')"`.
@@ -15,6 +20,9 @@ import argparse
 import logging
 import sys
 
+import torch
+
+from hesslib import distributed as dist_lib
 from hesslib.data import DataError
 from hesslib.experiments import (
     profile_spec,
@@ -36,10 +44,15 @@ def main() -> int:
     parser.add_argument("--store", default=None, help="default $HESSLIB_STORE")
     parser.add_argument("--export", default=None, help="archive of the runs")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with dist_lib.process_group(resolve_device(args.device)) as device:
+        # the other ranks say only what goes wrong
+        level = logging.INFO if dist_lib.is_main() else logging.WARNING
+        logging.basicConfig(level=level, format="%(message)s")
+        return train_runs(args, device)
 
+
+def train_runs(args: argparse.Namespace, device: torch.device) -> int:
     profile = get_profile(args.profile)
-    device = resolve_device(args.device)
     store = Store(args.store)
     entries = []
     for model in args.model or list(profile.batch_sizes):
@@ -57,7 +70,7 @@ def main() -> int:
                 entries.append(f"run/{result.key}")
                 logging.info("%s batch %s seed %d: test accuracy %.4f",
                              model, batch, seed, result.final.test_accuracy)
-    if args.export:
+    if args.export and dist_lib.is_main():
         store.export(args.export, entries)
         logging.info("exported %d runs to %s", len(entries), args.export)
     return 0
