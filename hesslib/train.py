@@ -447,7 +447,9 @@ def train(
         config: The training configuration.
         on_epoch_end: Called after each epoch (see above).
         checkpoint_dir: Folder of the resumable checkpoint (created if
-            missing); ``None``: no checkpoints.
+            missing); ``None``: no checkpoints. Under a process group only
+            rank 0 writes it, and every rank waits for it at the start and
+            the end of the call.
         snapshot_every: Keep the model's state dict after epochs
             ``k, 2k, ...``; with ``checkpoint_dir`` they are also written
             there, so a resumed run returns them all. ``None``: no snapshots.
@@ -479,6 +481,8 @@ def train(
     history: list[EpochRecord] = []
     snapshots: dict[int, dict[str, Tensor]] = {}
     pending = False
+    if folder is not None:  # rank 0 may still be writing the folder
+        dist_lib.barrier()
     if folder is not None and (folder / CHECKPOINT_FILE).is_file():
         state = load_checkpoint(folder, config, map_location=_device_of(model))
         model.load_state_dict(state["model"])
@@ -511,6 +515,8 @@ def train(
             if folder is not None:
                 _save_checkpoint(folder, model, optimizer, config, history,
                                  pending=False)
+    if folder is not None:  # the folder is complete when any rank returns
+        dist_lib.barrier()
     return TrainResult(history, snapshots, resumed_from)
 
 

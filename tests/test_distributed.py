@@ -72,6 +72,33 @@ def task_train_m1(root: str, robust: str = "none") -> dict:
     return _trained(model, train(model, train_split, test_split, config))
 
 
+class _Stop(Exception):
+    """Raised by a callback to cut a run short after its first epoch."""
+
+
+def task_resume(root: str, folder: str) -> dict:
+    """M1 stopped in the callback after epoch 1, then resumed from the folder."""
+    train_split, test_split = _mnist(root, 300, 200)
+    config = TrainConfig(batch_size=250, chunk_size=64, epochs=2, lr=0.05,
+                         grad_norm_samples=200, eval_batch_size=64)
+
+    def stop(model, record):
+        raise _Stop
+
+    model = build_model("M1", seed=0).double()
+    try:
+        train(model, train_split, test_split, config, checkpoint_dir=folder,
+              on_epoch_end=stop, snapshot_every=1)
+    except _Stop:  # rank 0 may still be writing; train() waits for it
+        pass
+    model = build_model("M1", seed=0).double()
+    result = train(model, train_split, test_split, config, checkpoint_dir=folder,
+                   on_epoch_end=lambda m, r: {"epoch": r.epoch}, snapshot_every=1)
+    files = sorted(p.name for p in Path(folder).iterdir())
+    return {**_trained(model, result), "resumed_from": result.resumed_from,
+            "files": files}
+
+
 def task_train_c1(root: str) -> dict:
     """C1 (BatchNorm in train mode) on 96 random images, chunks of 16."""
     train_split, test_split = _cifar_like(96, 0), _cifar_like(32, 1)
@@ -203,6 +230,18 @@ def test_m1_training_on_two_ranks_equals_one_process(tmp_path, root, robust):
         _assert_same_run(result, single)
     for name, value in ranked[0]["state"].items():  # the ranks agree exactly
         assert torch.equal(ranked[1]["state"][name], value), name
+
+
+def test_resumed_run_on_two_ranks_equals_one_process(tmp_path, root):
+    ranked = _launch(tmp_path, "resume", root=root, folder=str(tmp_path / "run"))
+    single = task_train_m1(root)
+    for result in ranked:
+        assert result["resumed_from"] == 1
+        assert result["files"] == ["checkpoint.pt", "snapshot-0001.pt",
+                                   "snapshot-0002.pt"]
+        assert [r["extras"] for r in result["history"]] == [{"epoch": 1.0},
+                                                           {"epoch": 2.0}]
+        _assert_same_run(result, single)
 
 
 def test_c1_batchnorm_training_on_two_ranks_equals_one_process(tmp_path, root):
