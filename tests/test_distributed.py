@@ -62,10 +62,10 @@ def _trained(model: nn.Module, result) -> dict:
 
 
 def task_train_m1(root: str, robust: str = "none") -> dict:
-    """M1 on real MNIST: 300 samples, batches of 250 in chunks of 64."""
-    train_split, test_split = _mnist(root, 300, 200)
-    config = TrainConfig(batch_size=250, chunk_size=64, epochs=2, lr=0.05,
-                         grad_norm_samples=200, eval_batch_size=64,
+    """M1 on real MNIST: 200 samples, batches of 160 in chunks of 48."""
+    train_split, test_split = _mnist(root, 200, 100)
+    config = TrainConfig(batch_size=160, chunk_size=48, epochs=2, lr=0.05,
+                         grad_norm_samples=100, eval_batch_size=48,
                          robust=robust, robust_eps=0.05, robust_steps=2,
                          robust_fraction=0.5)
     model = build_model("M1", seed=0).double()
@@ -78,9 +78,9 @@ class _Stop(Exception):
 
 def task_resume(root: str, folder: str) -> dict:
     """M1 stopped in the callback after epoch 1, then resumed from the folder."""
-    train_split, test_split = _mnist(root, 300, 200)
-    config = TrainConfig(batch_size=250, chunk_size=64, epochs=2, lr=0.05,
-                         grad_norm_samples=200, eval_batch_size=64)
+    train_split, test_split = _mnist(root, 200, 100)
+    config = TrainConfig(batch_size=160, chunk_size=48, epochs=2, lr=0.05,
+                         grad_norm_samples=100, eval_batch_size=48)
 
     def stop(model, record):
         raise _Stop
