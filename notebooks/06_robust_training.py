@@ -38,8 +38,8 @@ data_dir = None  # None: the folder in $HESSLIB_DATA
 store_dir = None  # None: the folder in $HESSLIB_STORE, else ./.store
 model = "C3"  # the paper's Fig. 5 model
 large_batch = None  # also the largest batch? None: yes, except in smoke
-attack_eps = (0.002, 0.005, 0.01)  # FGSM sizes of the table, [0, 1] pixels
-alphas = (-0.5, 1.5, 21)  # Fig. 5 line: first, last position and points
+attack_eps = [0.002, 0.005, 0.01]  # FGSM sizes of the table, [0, 1] pixels
+alphas = [-0.5, 1.5, 21]  # Fig. 5 line: first, last position and points
 bn_buffers = "interpolate"  # BatchNorm statistics on the line: or "a"
 max_ratio = 1.0  # C4: robust lambda_1(theta) at most this times plain
 

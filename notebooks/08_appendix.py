@@ -31,10 +31,10 @@ device = "auto"  # "auto", "cpu" or "cuda"
 seed = 0  # seed of the initial weights, batch order and Hessian subsets
 data_dir = None  # None: the folder in $HESSLIB_DATA
 store_dir = None  # None: the folder in $HESSLIB_STORE, else ./.store
-models = ("M1", "C2", "C3", "C4")  # C1 is on the main pages
+models = ["M1", "C2", "C3", "C4"]  # C1 is on the main pages
 top_k = 10  # eigenvalues of the spectra (at most the profile's number)
-attack_eps = {"mnist": (0.02, 0.05, 0.1), "cifar10": (0.002, 0.005, 0.01),
-              "cifar100": (0.002, 0.005, 0.01)}  # FGSM sizes, [0, 1] pixels
+attack_eps = {"mnist": [0.02, 0.05, 0.1], "cifar10": [0.002, 0.005, 0.01],
+              "cifar100": [0.002, 0.005, 0.01]}  # FGSM sizes, [0, 1] pixels
 min_sharpness_ratio = 1.0  # C6: lambda_1 at the largest batch over the smallest
 min_fraction = 0.66  # C6: share of the models that ran which must show it
 

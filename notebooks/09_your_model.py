@@ -46,7 +46,7 @@ hessian_samples = None  # training samples of the Hessian; None: the profile's M
 top_k = 5  # top eigenvalues wanted
 trace_rtol = 0.05  # Hutchinson: stop at this relative standard error...
 trace_probes = 100  # ...or after this many probes
-attack_eps = (0.0, 0.02, 0.05, 0.1)  # L-infinity sizes, [0, 1] pixels
+attack_eps = [0.0, 0.02, 0.05, 0.1]  # L-infinity sizes, [0, 1] pixels
 
 # %% tags=["hide-cell"]
 # Validate the parameters and load the data.
