@@ -167,20 +167,20 @@ import hesslib.plotting as hp
 def plot_model(axes, name):
     """One row of panels: lambda_1 and accuracy, spectra, FGSM accuracy."""
     sizes = sorted(b for m, b in runs if m == name)
-    colors = hp.batch_colors(sizes)
     axes[0].plot(sizes, [found[name, b].weight_top for b in sizes], "o-", ms=3)
     axes[0].set(xscale="log", xlabel="batch size", ylabel=hp.AXIS_LABELS["lambda_max"],
-                title=f"{name} ({MODEL_DATA[name]})")
+                title=f"{name} ({MODEL_DATA[name]})", xticks=sizes,
+                xticklabels=[f"{b:,}" for b in sizes])
+    axes[0].minorticks_off()
     twin = axes[0].twinx()
-    twin.plot(sizes, [found[name, b].test_accuracy for b in sizes], "s--", ms=3,
-              color="gray")
+    twin.plot(sizes, [found[name, b].test_accuracy for b in sizes], "s--", c="gray")
     twin.set_ylabel(hp.AXIS_LABELS["test_accuracy"], color="gray")
-    for b in (sizes[0], sizes[-1]):
+    for b, color in zip((sizes[0], sizes[-1]), (hp.SMALL_BATCH_COLOR,
+                                                hp.LARGE_BATCH_COLOR)):
         axes[1].semilogy(range(1, k + 1), spectra[name, b]["eigenvalues"], "o-",
-                         ms=3, color=colors[b], label=hp.batch_label(b))
-        m = found[name, b]
-        axes[2].plot((0, *m.attack_eps), (m.clean_accuracy, *m.attack_accuracy),
-                     "o-", ms=3, color=colors[b], label=hp.batch_label(b))
+                         ms=3, color=color, label=hp.batch_label(b))
+        axes[2].plot((0, *found[name, b].attack_eps), (found[name, b].clean_accuracy,
+                     *found[name, b].attack_accuracy), "o-", ms=3, color=color)
     axes[1].set(xlabel="index $i$", ylabel=r"$\lambda_i(\theta)$")
     axes[2].set(xlabel=hp.AXIS_LABELS["eps"], ylabel="accuracy under FGSM")
     axes[1].legend()
