@@ -275,3 +275,248 @@ def scoreboard_rows(
                          "verdict": "not yet computed", "evidence": "",
                          "page": claim.page})
     return rows
+
+
+# --------------------------------------------------------------------------
+# C4 to C6: robust training, Theorem 1, generality (pages 06 to 08)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(
+            f"{name} is {value!r}; pass a finite positive number (a top Hessian "
+            "eigenvalue of a trained model is positive)"
+        )
+
+
+def judge_robust_flatter(
+    plain_top: Mapping[int, float],
+    robust_top: Mapping[int, float],
+    *,
+    max_ratio: float,
+    page: str,
+    profile: str,
+) -> Verdict:
+    """Judge C4: robust training ends with a smaller lambda_1(theta).
+
+    For every batch size judged, ``robust_top[b] <= max_ratio * plain_top[b]``
+    must hold (``max_ratio`` below 1 asks for a margin).
+
+    Args:
+        plain_top: lambda_1(theta) of plain training, by batch size.
+        robust_top: lambda_1(theta) of robust training (same seeds), by batch.
+        max_ratio: The largest robust/plain ratio that counts as flatter.
+        page: The page judging it.
+        profile: The profile it ran with.
+
+    Raises:
+        ValueError: The batch sizes differ, none is given, or an eigenvalue
+            is not a finite positive number.
+
+    Example:
+        >>> judge_robust_flatter({128: 40.0}, {128: 25.0}, max_ratio=1.0,
+        ...                      page="06", profile="smoke").held
+        True
+
+    """
+    if set(plain_top) != set(robust_top) or not plain_top:
+        raise ValueError(
+            f"plain_top has batches {sorted(plain_top)} and robust_top "
+            f"{sorted(robust_top)}; pass the same, non-empty set of batch sizes"
+        )
+    _check_positive("max_ratio", max_ratio)
+    evidence: dict[str, float | str] = {}
+    ratios = []
+    for batch in sorted(plain_top):
+        _check_positive(f"plain_top[{batch}]", plain_top[batch])
+        _check_positive(f"robust_top[{batch}]", robust_top[batch])
+        ratio = robust_top[batch] / plain_top[batch]
+        ratios.append(ratio)
+        evidence[f"lambda_1 plain, batch {batch}"] = float(plain_top[batch])
+        evidence[f"lambda_1 robust, batch {batch}"] = float(robust_top[batch])
+        evidence[f"robust / plain, batch {batch}"] = float(ratio)
+    batches = ", ".join(f"{b:,}" for b in sorted(plain_top))
+    return Verdict(
+        claim="C4",
+        held=bool(max(ratios) <= max_ratio),
+        statement=(
+            f"At batch {batches}, robust (FGSM-mix) training ends with a top "
+            f"weight-Hessian eigenvalue at most {max_ratio:g} times that of plain "
+            "training from the same initial weights."
+        ),
+        evidence=evidence,
+        thresholds={"max_ratio": float(max_ratio)},
+        page=page,
+        profile=profile,
+    )
+
+
+def judge_saddle_free(
+    relu_min_ratio: Mapping[str, float],
+    smooth_min_ratio: Mapping[str, float],
+    gauss_newton_error: float,
+    *,
+    relu_floor: float,
+    smooth_ceiling: float,
+    max_gauss_newton_error: float,
+    page: str,
+    profile: str,
+) -> Verdict:
+    """Judge C5 (Theorem 1): no negative input curvature for ReLU networks.
+
+    Each ratio is the smallest, over every step of the attack paths and every
+    sample, of the smallest input-Hessian eigenvalue over the largest one at
+    the same point. The claim holds when every ReLU model's ratio is at least
+    ``relu_floor`` (zero up to round-off), every smooth twin's is below
+    ``smooth_ceiling`` (the contrast: the theorem needs piecewise-linear
+    activations), and the Gauss-Newton identity holds to
+    ``max_gauss_newton_error``.
+
+    Args:
+        relu_min_ratio: The ratio per ReLU model, e.g. ``{"M1": -1e-9}``.
+        smooth_min_ratio: The ratio per smooth twin, e.g. ``{"M1 (tanh)": -0.2}``.
+        gauss_newton_error: Relative Frobenius error of the identity for a
+            ReLU model (float64).
+        relu_floor: Least ratio that counts as zero (e.g. ``-1e-6``).
+        smooth_ceiling: Ratio below which the twin counts as negative.
+        max_gauss_newton_error: Largest error that counts as round-off.
+        page: The page judging it.
+        profile: The profile it ran with.
+
+    Raises:
+        ValueError: No ReLU model, or a ratio or the error is not finite.
+
+    Example:
+        >>> judge_saddle_free({"M1": -1e-9}, {"M1 (tanh)": -0.1}, 1e-14,
+        ...                   relu_floor=-1e-6, smooth_ceiling=-1e-3,
+        ...                   max_gauss_newton_error=1e-10, page="07",
+        ...                   profile="smoke").held
+        True
+
+    """
+    if not relu_min_ratio:
+        raise ValueError("relu_min_ratio is empty; pass the ratio of at least one "
+                         "ReLU model, e.g. {'M1': -1e-9}")
+    values = {**relu_min_ratio, **smooth_min_ratio,
+              "gauss_newton_error": gauss_newton_error}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} is {value!r}; pass finite numbers (a NaN "
+                             "eigenvalue means the solve failed: check its residual)")
+    held = (min(relu_min_ratio.values()) >= relu_floor
+            and all(v < smooth_ceiling for v in smooth_min_ratio.values())
+            and gauss_newton_error <= max_gauss_newton_error)
+    evidence: dict[str, float | str] = {
+        **{f"min ratio, {k}": float(v) for k, v in relu_min_ratio.items()},
+        **{f"min ratio, {k}": float(v) for k, v in smooth_min_ratio.items()},
+        "Gauss-Newton relative error": float(gauss_newton_error),
+    }
+    return Verdict(
+        claim="C5",
+        held=bool(held),
+        statement=(
+            "Along PGD paths the smallest input-Hessian eigenvalue of every ReLU "
+            f"model is at least {relu_floor:g} times the largest (zero up to "
+            f"round-off), that of every smooth twin is below {smooth_ceiling:g} "
+            "times it, and the Gauss-Newton identity holds to "
+            f"{max_gauss_newton_error:g}."
+        ),
+        evidence=evidence,
+        thresholds={"relu_floor": float(relu_floor),
+                    "smooth_ceiling": float(smooth_ceiling),
+                    "max_gauss_newton_error": float(max_gauss_newton_error)},
+        page=page,
+        profile=profile,
+    )
+
+
+def sharper_at_large_batch(
+    small_top: float, large_top: float, *, min_sharpness_ratio: float
+) -> bool:
+    """Whether the large batch's lambda_1(theta) is ``min_sharpness_ratio``-fold.
+
+    Example:
+        >>> sharper_at_large_batch(10.0, 25.0, min_sharpness_ratio=1.5)
+        True
+
+    """
+    _check_positive("small_top", small_top)
+    _check_positive("large_top", large_top)
+    return bool(large_top >= min_sharpness_ratio * small_top)
+
+
+def judge_generality(
+    tops: Mapping[str, tuple[float, float]],
+    *,
+    min_sharpness_ratio: float,
+    min_fraction: float,
+    skipped: Iterable[str] = (),
+    page: str,
+    profile: str,
+) -> Verdict:
+    """Judge C6: the C1 sharpness relation holds across the models that ran.
+
+    A model shows the relation when its lambda_1(theta) at the largest batch
+    is at least ``min_sharpness_ratio`` times that at the smallest
+    (:func:`sharper_at_large_batch`). The claim holds when at least
+    ``min_fraction`` of the models that ran show it.
+
+    Args:
+        tops: Per model, ``(lambda_1 at the smallest batch, at the largest)``.
+        min_sharpness_ratio: Large/small ratio that counts as sharper.
+        min_fraction: Fraction of models, in (0, 1], that must show it.
+        skipped: Models that could not run (e.g. C4 without CIFAR-100); named
+            in the evidence, not counted.
+        page: The page judging it.
+        profile: The profile it ran with.
+
+    Raises:
+        ValueError: No model ran, ``min_fraction`` is outside (0, 1], or an
+            eigenvalue is not a finite positive number.
+
+    Example:
+        >>> judge_generality({"M1": (10.0, 30.0), "C2": (5.0, 4.0)},
+        ...                  min_sharpness_ratio=1.0, min_fraction=0.5,
+        ...                  page="08", profile="smoke").held
+        True
+
+    """
+    if not tops:
+        raise ValueError("tops is empty; pass lambda_1 pairs of at least one "
+                         "model that ran, e.g. {'M1': (10.0, 30.0)}")
+    if not 0.0 < min_fraction <= 1.0:
+        raise ValueError(f"min_fraction is {min_fraction!r}; pass a fraction in "
+                         "(0, 1], e.g. 0.75")
+    shown = {name: sharper_at_large_batch(small, large,
+                                          min_sharpness_ratio=min_sharpness_ratio)
+             for name, (small, large) in tops.items()}
+    fraction = sum(shown.values()) / len(shown)
+    evidence: dict[str, float | str] = {
+        f"large / small, {name}": float(large / small)
+        for name, (small, large) in tops.items()}
+    evidence["fraction of models sharper"] = float(fraction)
+    skipped = list(skipped)
+    if skipped:
+        evidence["not run"] = ", ".join(skipped)
+    return Verdict(
+        claim="C6",
+        held=bool(fraction >= min_fraction),
+        statement=(
+            f"For at least {min_fraction:.0%} of the models that ran "
+            f"({', '.join(tops)}), lambda_1(theta) at the largest batch is at "
+            f"least {min_sharpness_ratio:g} times that at the smallest."
+        ),
+        evidence=evidence,
+        thresholds={"min_sharpness_ratio": float(min_sharpness_ratio),
+                    "min_fraction": float(min_fraction)},
+        page=page,
+        profile=profile,
+    )
+
+
+__all__ += [
+    "judge_generality",
+    "judge_robust_flatter",
+    "judge_saddle_free",
+    "sharper_at_large_batch",
+]
