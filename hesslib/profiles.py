@@ -67,19 +67,19 @@ class Profile:
 
 _SMOKE = Profile(
     name="smoke",
-    train_size={"mnist": 1_000, "cifar10": 500, "cifar100": 500},
-    test_size={"mnist": 1_000, "cifar10": 500, "cifar100": 500},
+    train_size={"mnist": 1_000, "cifar10": 256, "cifar100": 256},
+    test_size={"mnist": 500, "cifar10": 256, "cifar100": 256},
     epochs=2,
     batch_sizes={"M1": (128, "all"), "C1": (128, "all"), "C2": (128, "all"),
                  "C3": (128, "all"), "C4": (128, "all")},
     lr_scaling="sqrt",
     seeds=(0,),
-    hessian_samples={"M1": 256, "C1": 128, "C2": 128, "C3": 128, "C4": 128},
-    num_eigenvalues=5,
-    landscape_points=5,
-    landscape_samples=128,
-    input_hessian_samples=16,
-    attack_samples=200,
+    hessian_samples={"M1": 128, "C1": 32, "C2": 32, "C3": 32, "C4": 32},
+    num_eigenvalues=3,
+    landscape_points=3,
+    landscape_samples=64,
+    input_hessian_samples=4,
+    attack_samples=64,
     description=(
         "A few hundred samples and 2 epochs: checks that every cell runs. "
         "Its numbers say nothing about the paper."
