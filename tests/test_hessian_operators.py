@@ -407,3 +407,93 @@ def test_loaders_shuffling_order_pass_but_resampling_ones_are_refused():
     resampled = DataLoader(dataset, batch_size=5, sampler=sampler)
     with pytest.raises(NondeterminismError, match="resamples between passes"):
         WeightHessian(model, F.cross_entropy, resampled)
+
+
+# ---------------------------------------------------------------- speed paths
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("cache", [0, 2, 100])
+def test_kept_graph_and_recomputed_graph_both_match_dense(name, cache):
+    """cache=2 < 3 batches: recomputed; 100: kept graph; 0: cache disabled."""
+    model, x, y = make(name)
+    op = WeightHessian(
+        model, F.cross_entropy, (x, y), batch_size=4, graph_cache_batches=cache
+    )
+    dense = dense_weight_hessian(model, x, y)
+    torch.testing.assert_close(op.to_dense(), dense, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(op.to_dense(), dense, rtol=RTOL, atol=ATOL)
+    assert (op._graph is not None) == (cache == 100)
+
+
+def test_kept_graph_is_rebuilt_when_the_model_changes_in_place():
+    model, x, y = make("cnn_bn")
+    op = WeightHessian(model, F.cross_entropy, (x, y), batch_size=4)
+    op.to_dense()
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)  # an optimizer step, in place
+        model[1].running_var.add_(0.25)  # a buffer too
+    torch.testing.assert_close(
+        op.to_dense(), dense_weight_hessian(model, x, y), rtol=RTOL, atol=ATOL
+    )
+    model[5].weight.data = model[5].weight.data * 2  # new storage, old version
+    torch.testing.assert_close(
+        op.to_dense(), dense_weight_hessian(model, x, y), rtol=RTOL, atol=ATOL
+    )
+    op.clear_graph_cache()
+    assert op._graph is None
+
+
+def test_kept_graph_for_data_without_a_length_and_too_many_batches():
+    model, x, y = make("mlp", n=9)
+
+    class Batches:  # re-iterable, no __len__
+        def __iter__(self):
+            return iter([(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])])
+
+    dense = dense_weight_hessian(model, x, y)
+    for cache, kept in [(3, True), (2, False)]:
+        op = WeightHessian(model, F.cross_entropy, Batches(), graph_cache_batches=cache)
+        torch.testing.assert_close(op.to_dense(), dense, rtol=RTOL, atol=ATOL)
+        assert (op._graph is not None) == kept
+
+
+def test_graph_cache_batches_must_be_a_non_negative_int():
+    model, x, y = make("mlp")
+    with pytest.raises(ValueError, match="graph_cache_batches .* got -1"):
+        WeightHessian(model, F.cross_entropy, (x, y), graph_cache_batches=-1)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (nn.BatchNorm1d(3), (5, 3)),
+        (nn.BatchNorm1d(3, affine=False), (5, 3, 4)),
+        (nn.BatchNorm2d(3), (5, 3, 4, 4)),
+        (nn.BatchNorm3d(3), (5, 3, 2, 2, 2)),
+    ],
+)
+def test_affine_batchnorm_is_eval_batchnorm_and_is_removed(layer, shape):
+    from hesslib.hessian.operators import _affine_batchnorm
+
+    layer = layer.to(DT)
+    gen = torch.Generator().manual_seed(0)
+    layer.running_mean.copy_(torch.randn(3, generator=gen, dtype=DT))
+    layer.running_var.copy_(torch.rand(3, generator=gen, dtype=DT) + 0.5)
+    if layer.affine:
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(3, generator=gen, dtype=DT))
+            layer.bias.copy_(torch.randn(3, generator=gen, dtype=DT))
+    x = torch.randn(shape, generator=gen, dtype=DT)
+    layer.eval()
+    expect = layer(x)
+    with _affine_batchnorm(layer):
+        assert "forward" in vars(layer)
+        torch.testing.assert_close(layer(x), expect, rtol=RTOL, atol=ATOL)
+    assert "forward" not in vars(layer)
+    layer.train()
+    with _affine_batchnorm(layer):  # train mode: batch statistics, not patched
+        assert "forward" not in vars(layer)
+    with pytest.raises(RuntimeError, match="boom"), _affine_batchnorm(layer.eval()):
+        raise RuntimeError("boom")
+    assert "forward" not in vars(layer)

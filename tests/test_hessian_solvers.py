@@ -284,3 +284,33 @@ def test_batched_lanczos_matches_each_operator():
         hv, res.top[:, None] * res.top_vectors, atol=1e-7, rtol=0
     )
     assert res.num_products <= 12
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "both"])
+def test_residual_estimate_gate_changes_no_result_and_no_product_count(
+    which, monkeypatch
+):
+    """The Lanczos estimate only skips true-residual work; results are the same."""
+    from hesslib.hessian import solvers
+
+    a = known_matrix(spectrum(n=60))
+    gated = lanczos(a, k=4, which=which, tol=TOL)
+    seen = []
+    original = solvers._Krylov.residual_estimate
+
+    def checked(self, s):
+        est = original(self, s)
+        if est is not None:  # the estimate agrees with the true residuals
+            theta = self.ritz()[0]
+            idx = torch.tensor(solvers._wanted(self.dim, 4, which))
+            _, true = self.pairs(theta[:, idx], s)
+            seen.append(((est - true).abs() <= 1e-9 * a.abs().max() + 1e-3 * true)
+                        .all().item())
+        return None
+
+    monkeypatch.setattr(solvers._Krylov, "residual_estimate", checked)
+    plain = lanczos(a, k=4, which=which, tol=TOL)
+    assert seen and all(seen)
+    assert gated.num_products == plain.num_products
+    torch.testing.assert_close(gated.eigenvalues, plain.eigenvalues, rtol=0, atol=0)
+    torch.testing.assert_close(gated.residuals, plain.residuals, rtol=0, atol=0)

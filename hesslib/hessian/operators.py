@@ -11,11 +11,20 @@ forward-over-reverse (a ``torch.func.jvp`` of ``torch.func.grad``) or by double
 backward (``torch.autograd.grad`` with ``create_graph=True``); both call the model
 through ``torch.func.functional_call`` with detached copies of the parameters,
 so the caller's parameters, their ``requires_grad`` and ``.grad`` are untouched.
+
+Two speed measures keep the products exact (see ``benchmarks/README.md``): during
+a product every eval-mode BatchNorm layer computes its affine map
+``x * scale + shift`` directly (whose double backward is a few products, where
+the generic BatchNorm double backward also evaluates the batch-statistics terms),
+and :class:`WeightHessian` with double backward keeps the first-order graph of
+a small data set between products, so that each further product is a single
+backward pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
@@ -38,8 +47,13 @@ __all__ = [
 
 Method = Literal["auto", "forward_over_reverse", "double_backward"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+# a kept first-order graph: (sum_b n_b grad_b with its graph, the leaves, N)
+_Graph = tuple[tuple[Tensor, ...], tuple[Tensor, ...], int]
 
 DEFAULT_BATCH_SIZE = 128  # the authors' gradient-accumulation chunk (PAPER.md 4)
+# Batches whose first-order graph WeightHessian keeps between products: 16 of 128
+# samples is 2,048 samples, about 1.5 GB of saved activations for C1 in float32.
+DEFAULT_GRAPH_CACHE_BATCHES = 16
 DETERMINISM_SEED = 0  # the probe of the determinism check is fixed, not global
 SYMMETRY_RTOL = 1e-10  # dense test matrices are symmetric to round-off or wrong
 
@@ -241,6 +255,81 @@ def _hvps(
     return out
 
 
+def _hvps_from_gradient(
+    grads: Sequence[Tensor],
+    leaves: Sequence[Tensor],
+    tangents: Sequence[Sequence[Tensor]],
+) -> list[tuple[Tensor, ...]]:
+    """Products from a gradient built with ``create_graph=True``, graph kept.
+
+    Each product is one backward pass of ``grads`` with the tangent as its
+    ``grad_outputs``; a gradient entry that does not depend on the leaves
+    (a constant gradient) contributes zero.
+    """
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    out = []
+    for t in tangents:
+        if not live:
+            out.append(tuple(torch.zeros_like(p) for p in leaves))
+            continue
+        hv = torch.autograd.grad(
+            [grads[i] for i in live],
+            leaves,
+            grad_outputs=[t[i] for i in live],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        out.append(
+            tuple(
+                torch.zeros_like(p) if h is None else h.detach()
+                for h, p in zip(hv, leaves, strict=True)
+            )
+        )
+    return out
+
+
+_AFFINE_BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _affine_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: Tensor):
+    """Eval-mode BatchNorm as ``x * scale + shift``, per channel (dimension 1)."""
+    scale = torch.rsqrt(self.running_var + self.eps)
+    if self.weight is not None:
+        scale = scale * self.weight
+    shift = -self.running_mean * scale
+    if self.bias is not None:
+        shift = shift + self.bias
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x * scale.view(shape) + shift.view(shape)
+
+
+@contextlib.contextmanager
+def _affine_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Compute eval-mode BatchNorm layers as explicit affine maps, then restore.
+
+    The same function as ``F.batch_norm(..., training=False)``, up to round-off;
+    its second derivatives cost a few elementwise products. Only the stock
+    BatchNorm classes in eval mode with running statistics are patched (an
+    instance attribute ``forward``, removed afterwards); any other layer, or one
+    whose ``forward`` is already patched, is left alone.
+    """
+    patched = []
+    try:
+        for module in model.modules():
+            if (
+                type(module) in _AFFINE_BATCHNORM_TYPES
+                and not module.training
+                and module.running_mean is not None
+                and "forward" not in vars(module)
+            ):
+                module.forward = types.MethodType(_affine_batchnorm_forward, module)
+                patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode; restore each one's own flag afterwards."""
@@ -374,6 +463,15 @@ class WeightHessian(LinearOperator):
             must return the reduced tensor (``dist.all_reduce`` works in place
             and returns ``None``: wrap it and return its argument).
         progress: show a tqdm bar over batches.
+        graph_cache_batches: with double backward, if the data has at most
+            this many batches, the first product builds each batch's gradient
+            with ``create_graph=True`` once and keeps that graph (memory: the
+            saved activations of the whole data set, twice a training step's),
+            so every later product is one backward pass. The graph is rebuilt
+            when a parameter or buffer of the model has changed (version
+            counters and storage); the data are assumed fixed, as the
+            determinism check already requires. ``0`` recomputes the graph in
+            every product; :meth:`clear_graph_cache` frees it.
 
     Example:
         >>> import torch.nn.functional as F
@@ -398,7 +496,13 @@ class WeightHessian(LinearOperator):
         check_determinism: bool = True,
         reduce: Callable[[Tensor], Tensor] | None = None,
         progress: bool = False,
+        graph_cache_batches: int = DEFAULT_GRAPH_CACHE_BATCHES,
     ):
+        if not isinstance(graph_cache_batches, int) or graph_cache_batches < 0:
+            raise ValueError(
+                f"graph_cache_batches must be an int >= 0, got {graph_cache_batches!r}"
+                "; 0 disables the cache"
+            )
         self.names, self.params = _select_params(model, params)
         first = self.params[0]
         super().__init__(sum(p.numel() for p in self.params), first.dtype, first.device)
@@ -406,6 +510,10 @@ class WeightHessian(LinearOperator):
         self.batches = _as_batches(data, batch_size)
         self.method = _resolve_method(method, self.device)
         self.reduce, self.progress = reduce, progress
+        self.graph_cache_batches = graph_cache_batches
+        self._graph: _Graph | None = None
+        self._graph_key: tuple | None = None
+        self._graph_too_big = False  # the data has more batches than the cache
         _refuse_batch_statistics(model)
         if check_determinism:
             self._check_determinism()
@@ -422,7 +530,7 @@ class WeightHessian(LinearOperator):
         gen = torch.Generator().manual_seed(DETERMINISM_SEED)
         probe = torch.randn(self.size, 1, generator=gen, dtype=self.dtype)
         probe = probe.to(self.device)
-        first, second = self._matmat(probe), self._matmat(probe)
+        first, second = self._matmat_recompute(probe), self._matmat_recompute(probe)
         scale = torch.linalg.vector_norm(first).clamp_min(torch.finfo(self.dtype).tiny)
         rel = (torch.linalg.vector_norm(first - second) / scale).item()
         tol = torch.finfo(self.dtype).eps ** 0.5
@@ -436,18 +544,91 @@ class WeightHessian(LinearOperator):
                 "check_determinism=False if you accept it."
             )
 
+    def clear_graph_cache(self) -> None:
+        """Free the kept first-order graph; the next product rebuilds it."""
+        self._graph, self._graph_key = None, None
+
     def _matmat(self, mat: Tensor) -> Tensor:
+        graph = self._cached_graph()
+        if graph is None:
+            return self._matmat_recompute(mat)
+        grads, leaves, count = graph
+        columns = [unflatten_like(c, self.params) for c in mat.T]
+        hvps = _hvps_from_gradient(grads, leaves, columns)
+        total = torch.stack([flatten_like(h) for h in hvps], dim=1)
+        return self._normalize(total, count)
+
+    def _state_key(self) -> tuple:
+        """Identify the values of the parameters and buffers (for the cache)."""
+        tensors = [*self.params, *self.model.buffers()]
+        return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+    def _cached_graph(self) -> _Graph | None:
+        """The kept first-order graph, built if needed.
+
+        Returns ``None`` (recompute every product) for forward-over-reverse, a
+        disabled cache, or data of more than ``graph_cache_batches`` batches.
+        """
+        if (
+            self.method != "double_backward"
+            or self.graph_cache_batches == 0
+            or self._graph_too_big
+        ):
+            return None
+        key = self._state_key()
+        if self._graph is not None and self._graph_key == key:
+            return self._graph
+        self.clear_graph_cache()
+        size = len(self.batches) if hasattr(self.batches, "__len__") else None
+        if size is None or size <= self.graph_cache_batches:
+            self._graph = self._build_graph()
+        self._graph_too_big = self._graph is None
+        self._graph_key = key
+        return self._graph
+
+    def _build_graph(self) -> _Graph | None:
+        """Sum ``n_b * grad_b`` over batches with ``create_graph=True``.
+
+        Returns ``None`` if the data has more than ``graph_cache_batches``
+        batches or no samples (the recomputing path then raises).
+        """
+        leaves = tuple(p.detach().requires_grad_(True) for p in self.params)
+        total = [torch.zeros_like(p) for p in leaves]
+        count = 0
+        batches = _maybe_progress(self.batches, self.progress)
+        with torch.enable_grad(), eval_mode(self.model), _affine_batchnorm(self.model):
+            for i, (x, y) in enumerate(batches):
+                if i == self.graph_cache_batches:
+                    return None
+                x, y = _to_device(x, self.device), _to_device(y, self.device)
+                n_b = _num_samples(x)
+                value = n_b * self._loss(x, y)(*leaves)
+                grads = torch.autograd.grad(
+                    value, leaves, create_graph=True, allow_unused=True
+                )
+                total = [
+                    t if g is None else t + g
+                    for t, g in zip(total, grads, strict=True)
+                ]
+                count += n_b
+        return (tuple(total), leaves, count) if count else None
+
+    def _matmat_recompute(self, mat: Tensor) -> Tensor:
         columns = [unflatten_like(c, self.params) for c in mat.T]
         primals = tuple(p.detach() for p in self.params)
         total = torch.zeros_like(mat)
         count = 0
-        with eval_mode(self.model):
+        with eval_mode(self.model), _affine_batchnorm(self.model):
             for x, y in _maybe_progress(self.batches, self.progress):
                 x, y = _to_device(x, self.device), _to_device(y, self.device)
                 hvps = _hvps(self._loss(x, y), primals, columns, self.method)
                 n_b = _num_samples(x)
                 total += n_b * torch.stack([flatten_like(h) for h in hvps], dim=1)
                 count += n_b
+        return self._normalize(total, count)
+
+    def _normalize(self, total: Tensor, count: int) -> Tensor:
+        """Reduce ``sum_b n_b H_b mat`` and the count over ranks; divide."""
         count_t = torch.tensor(count, dtype=torch.int64, device=self.device)
         if self.reduce is not None:
             total, count_t = self.reduce(total), self.reduce(count_t)
@@ -560,7 +741,7 @@ class InputHessian(LinearOperator):
                 f"got {tuple(vecs.shape)}"
             )
         vecs = vecs.to(dtype=self.dtype, device=self.device)
-        with eval_mode(self.model):
+        with eval_mode(self.model), _affine_batchnorm(self.model):
             (out,) = _hvps(self._loss, (self.x,), [(vecs,)], self.method)[0]
         self.num_batched_products += 1
         self.num_products += self.x.shape[0]
