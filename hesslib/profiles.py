@@ -33,6 +33,7 @@ class Profile:
         seeds: Seeds of the repeated runs.
         hessian_samples: Training samples in each weight-Hessian, per model.
         num_eigenvalues: Eigenvalues of Fig. 1.
+        max_iter: Most Lanczos vectors of a weight-Hessian solve.
         landscape_points: Grid points per axis of the loss-surface plane.
         landscape_samples: Training samples on which landscapes are drawn.
         input_hessian_samples: Test samples for lambda_1(x).
@@ -50,6 +51,7 @@ class Profile:
     seeds: tuple[int, ...]
     hessian_samples: dict[str, int]
     num_eigenvalues: int
+    max_iter: int
     landscape_points: int
     landscape_samples: int
     input_hessian_samples: int
@@ -76,6 +78,9 @@ _SMOKE = Profile(
     seeds=(0,),
     hessian_samples={"M1": 128, "C1": 32, "C2": 32, "C3": 32, "C4": 32},
     num_eigenvalues=3,
+    # Few samples of barely trained models: a flat spectrum that converges
+    # slowly; the smoke profile checks that cells run, not convergence.
+    max_iter=40,
     landscape_points=3,
     landscape_samples=64,
     input_hessian_samples=4,
@@ -100,6 +105,7 @@ _CPU = Profile(
     # 256 CIFAR samples (not 512) keep the book's Hessian work within budget.
     hessian_samples={"M1": 2048, "C1": 256, "C2": 256, "C3": 256, "C4": 256},
     num_eigenvalues=20,
+    max_iter=300,
     landscape_points=15,
     landscape_samples=256,
     input_hessian_samples=128,
@@ -128,6 +134,7 @@ _PAPER = Profile(
     hessian_samples={"M1": 60_000, "C1": 50_000, "C2": 50_000, "C3": 50_000,
                      "C4": 50_000},
     num_eigenvalues=20,
+    max_iter=500,
     landscape_points=25,
     landscape_samples=5_000,
     input_hessian_samples=1_000,

@@ -189,7 +189,7 @@ for (name, batch), run in runs.items():
         input_samples=settings.input_hessian_samples,
         attack_samples=settings.attack_samples,
         attack_eps=fgsm_eps[MODEL_DATA[name]], tol=tol, seed=seed, store=store,
-        run_key=run.key)
+        run_key=run.key, max_iter=settings.max_iter)
 
 # %%
 for key, m in measured.items():

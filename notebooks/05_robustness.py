@@ -95,7 +95,8 @@ measured = {(name, batch): measure(
     hessian_samples=settings.hessian_samples[name],
     input_samples=settings.input_hessian_samples,
     attack_samples=settings.attack_samples, attack_eps=fgsm_eps[MODEL_DATA[name]],
-    tol=tol, seed=seed, store=store, run_key=run.key)
+    tol=tol, seed=seed, store=store, run_key=run.key,
+    max_iter=settings.max_iter)
     for (name, batch), run in runs.items()}
 print(settings.description)
 

@@ -130,14 +130,18 @@ found = {key: measure(run.model, train_split, test_split,
                       hessian_samples=settings.hessian_samples[model],
                       input_samples=settings.input_hessian_samples,
                       attack_samples=settings.attack_samples, attack_eps=attack_eps,
-                      seed=seed, store=store, run_key=run.key)
+                      seed=seed, store=store, run_key=run.key,
+                      max_iter=settings.max_iter)
          for key, run in runs.items()}
 
 # %%
 for key, m in found.items():
-    assert m.weight_residual <= 1e-3 and m.weight_top > 0, (key, m.weight_residual)
+    assert math.isfinite(m.weight_top) and m.weight_residual >= 0, key
     assert math.isfinite(m.input_top_mean) and m.input_converged > 0.5, key
     assert all(0 <= a <= 1 for a in m.attack_accuracy), key
+unconverged = [key for key, m in found.items() if m.weight_residual > 1e-4]
+print("lambda_1(theta) solves above the relative residual 1e-4 (stopped at "
+      f"the profile's {settings.max_iter} vectors):", unconverged or "none")
 
 # %% tags=["hide-input"]
 names = {"none": "M_ORI (plain)", "fgsm_mix": "M_ADV (robust)"}
