@@ -348,9 +348,10 @@ def spectrum_summary(
         run_key: The trained run's store key (required with a store).
 
     Returns:
-        ``{"eigenvalues": [k], "residuals": [k], "converged": bool,
-        "products": int, "iterations": int, "samples": int}``; the residuals
-        are true relative residuals, whether or not ``tol`` was reached.
+        A dict with the keys ``eigenvalues`` and ``residuals`` (lists of k),
+        ``converged``, ``products``, ``iterations`` and ``samples``; the
+        residuals are true relative residuals, whether or not ``tol`` was
+        reached.
 
     """
     _need_key(store, run_key, "spectrum_summary")
@@ -391,9 +392,10 @@ def density_summary(
     ``num_points`` grid points. It costs ``num_runs * num_steps`` products.
 
     Returns:
-        ``{"grid": [P], "density": [P], "nodes": [R*m], "weights": [R*m],
-        "sigma": float, "products": int}``; the weights sum to ``num_runs``
-        (each run's to one), the density integrates to one.
+        A dict with the keys ``grid`` and ``density`` (lists of P),
+        ``nodes`` and ``weights`` (lists of R*m), ``sigma`` and
+        ``products``; the weights sum to ``num_runs`` (each run's to one),
+        the density integrates to one.
 
     """
     _need_key(store, run_key, "density_summary")
@@ -448,10 +450,11 @@ def landscape_summary(
     functions evaluate perturbed copies through ``functional_call``).
 
     Returns:
-        ``{"eps": [A], "eigenvalues": [2], "residuals": [2], "converged",
-        "products", "line_v1": [A], "line_random": [A], "accuracy_v1": [A],
-        "accuracy_random": [A], "surface_v": [A][A], "surface_random": [A][A],
-        "samples"}``; ``surface[i][j]`` is at ``(eps[i], eps[j])``.
+        A dict with the keys ``eps``, ``line_v1``, ``line_random``,
+        ``accuracy_v1`` and ``accuracy_random`` (lists of A), ``surface_v``
+        and ``surface_random`` (A x A nested lists), ``eigenvalues`` and
+        ``residuals`` (of v1 and v2), ``converged``, ``products`` and
+        ``samples``; ``surface[i][j]`` is at ``(eps[i], eps[j])``.
 
     """
     _need_key(store, run_key, "landscape_summary")
@@ -509,8 +512,8 @@ def attack_summary(
     (seeded by ``seed``); ``"fgsm"`` one step of size eps.
 
     Returns:
-        ``{"eps": [E], "accuracy": [E], "clean_accuracy": float,
-        "attack": str, "steps": int, "samples": int}``.
+        A dict with the keys ``eps`` and ``accuracy`` (lists of E),
+        ``clean_accuracy``, ``attack``, ``steps`` and ``samples``.
 
     """
     _need_key(store, run_key, "attack_summary")

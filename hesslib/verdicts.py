@@ -343,7 +343,7 @@ def judge_high_curvature(
         models: Per model name: ``grad_start``, ``grad_end``, ``lambda_max``,
             ``lambda_min``.
         max_grad_ratio: Largest grad_end / grad_start, > 0.
-        max_negative_ratio: Largest |lambda_min| / lambda_max, >= 0.
+        max_negative_ratio: Largest ``|lambda_min| / lambda_max``, >= 0.
         min_models: Models that must hold; ``None``: all.
         page: The page judging it.
         profile: The profile it ran with.
