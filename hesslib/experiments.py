@@ -248,7 +248,8 @@ def profile_spec(
 
     """
     dataset = MODEL_DATA[model]
-    options = {"epochs": profile.epochs, "lr_scaling": profile.lr_scaling}
+    options = {"epochs": profile.epochs, "lr_scaling": profile.lr_scaling,
+               "eval_every": profile.eval_every[dataset]}
     options.update(overrides)
     config = TrainConfig(batch_size=profile.resolve_batch(batch, train_size),
                          seed=seed, **options)

@@ -97,6 +97,9 @@ class TrainConfig:
         grad_norm_samples: Size of the fixed training subset on which the
             full gradient norm is measured after each epoch (eval mode).
         eval_batch_size: Batch size of evaluation passes.
+        eval_every: Epochs between evaluations on the test split; the last
+            epoch is always evaluated. On a CPU a CIFAR-10 test pass costs
+            more than a small training epoch, so a profile may thin them.
         robust: Robust training: ``"none"``; ``"fgsm_mix"``, the authors'
             scheme, where a fraction of every chunk is replaced by FGSM
             examples; or ``"pgd"``, every sample replaced by its PGD example
@@ -122,6 +125,7 @@ class TrainConfig:
     seed: int = 0
     grad_norm_samples: int = 1024
     eval_batch_size: int = 1024
+    eval_every: int = 1
     robust: Robust = "none"
     robust_fraction: float = 0.2
     robust_eps: float = 0.005
@@ -131,7 +135,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "chunk_size", "epochs", "lr_decay_every",
                      "base_batch_size", "grad_norm_samples", "eval_batch_size",
-                     "robust_steps"):
+                     "eval_every", "robust_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -176,8 +180,10 @@ class EpochRecord:
         lr: Learning rate used in the epoch.
         train_loss: Mean loss over the epoch's steps (train mode).
         train_accuracy: Accuracy over the epoch's steps (train mode).
-        test_loss: Mean loss on the test split (eval mode).
-        test_accuracy: Accuracy on the test split (eval mode).
+        test_loss: Mean loss on the test split (eval mode); NaN in an
+            epoch that ``eval_every`` skips.
+        test_accuracy: Accuracy on the test split (eval mode); NaN in an
+            epoch that ``eval_every`` skips.
         grad_norm: Norm of the full gradient of the mean loss on the fixed
             gradient subset (eval mode), after the epoch.
         seconds: Wall time of the epoch's training steps.
@@ -828,8 +834,10 @@ def _train_epoch(
             correct += batch_correct
             bar.update(loss=batch_loss / len(y))
     seconds = time.perf_counter() - start
-    test_loss, test_accuracy = evaluate(
-        model, test_split, batch_size=config.eval_batch_size, sharded=True)
+    test_loss = test_accuracy = math.nan
+    if epoch % config.eval_every == 0 or epoch == config.epochs:
+        test_loss, test_accuracy = evaluate(
+            model, test_split, batch_size=config.eval_batch_size, sharded=True)
     return EpochRecord(
         epoch=epoch,
         lr=lr,

@@ -104,6 +104,25 @@ def test_training_is_deterministic_and_records_every_epoch():
                   for r, s in zip(hb, ha)]
 
 
+def test_eval_every_skips_test_passes_but_not_the_last_or_the_weights():
+    train_split, test_split = _tiny_split(96, 0), _tiny_split(32, 1)
+    config = TrainConfig(batch_size=32, epochs=5, seed=5, grad_norm_samples=64)
+    every = TrainConfig(**{**vars(config), "eval_every": 2})
+    dense_model, thin_model = build_model("M1", seed=0), build_model("M1", seed=0)
+    dense = train(dense_model, train_split, test_split, config).history
+    thin = train(thin_model, train_split, test_split, every).history
+    evaluated = [r.epoch for r in thin if not math.isnan(r.test_accuracy)]
+    assert evaluated == [2, 4, 5]
+    for d, t in zip(dense, thin):
+        if t.epoch in evaluated:
+            assert (d.test_loss, d.test_accuracy) == (t.test_loss, t.test_accuracy)
+        assert d.train_loss == t.train_loss and d.grad_norm == t.grad_norm
+    for p, q in zip(dense_model.parameters(), thin_model.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="eval_every must be a positive integer"):
+        TrainConfig(eval_every=0)
+
+
 def test_gradient_norm_matches_direct_computation_and_leaves_no_trace():
     model = build_model("M1", seed=0).double().train()
     x, y = _batch(30)
