@@ -7,6 +7,7 @@ import torch
 
 from hesslib.hessian import (
     ConvergenceWarning,
+    LinearOperator,
     MatrixOperator,
     as_operator,
     batched_lanczos,
@@ -314,3 +315,41 @@ def test_residual_estimate_gate_changes_no_result_and_no_product_count(
     assert gated.num_products == plain.num_products
     torch.testing.assert_close(gated.eigenvalues, plain.eigenvalues, rtol=0, atol=0)
     torch.testing.assert_close(gated.residuals, plain.residuals, rtol=0, atol=0)
+
+
+class _RoundedProducts(LinearOperator):
+    """A known symmetric matrix whose products carry a fixed small error.
+
+    ``(H + E) x`` with ``E`` non-symmetric, ``||E|| = 1e-5 ||H||``: a stand-in
+    for float32 products on a large network, whose round-off Lanczos cannot
+    get below however many products it takes.
+    """
+
+    def __init__(self):
+        spectrum = torch.cat([torch.tensor([1000.0, 500.0]),
+                              torch.linspace(1.0, 100.0, 198)]).double()
+        gen = torch.Generator().manual_seed(3)
+        basis, _ = torch.linalg.qr(torch.randn(200, 200, generator=gen,
+                                               dtype=torch.float64))
+        self.dense = basis @ torch.diag(spectrum) @ basis.T
+        error = torch.randn(200, 200, generator=gen, dtype=torch.float64)
+        self.error = error * (1e-5 * 1000.0 / torch.linalg.matrix_norm(error, 2))
+        super().__init__(200, torch.float64, torch.device("cpu"))
+
+    def _matmat(self, mat):
+        return (self.dense + self.error) @ mat
+
+
+def test_lanczos_stops_when_round_off_of_the_products_is_the_floor():
+    op = _RoundedProducts()
+    gen = torch.Generator().manual_seed(0)
+    with pytest.warns(ConvergenceWarning, match="stalled.*compute them in float64"):
+        res = lanczos(op, k=1, tol=1e-7, max_iter=150, generator=gen)
+    assert not res.converged
+    assert res.num_products < 60  # stopped early, not at max_iter
+    assert res.residuals[0] > 1e-7
+    assert abs(res.eigenvalues[0].item() - 1000.0) < 1e-2  # still accurate
+    # the same operator at a tolerance its products allow converges quietly
+    res = lanczos(op, k=1, tol=1e-4, max_iter=150,
+                  generator=torch.Generator().manual_seed(0))
+    assert res.converged and res.residuals[0] <= 1e-4

@@ -63,6 +63,10 @@ DEFAULT_SIGMA_FRACTION = 0.01  # default smoothing: 1% of the spectral width
 # true residuals are computed once the Lanczos estimate is within 10 x tol, a
 # margin for the round-off by which the estimate can undershoot the true value
 ESTIMATE_SLACK = 10.0
+# When every pair's Lanczos estimate is below tol but a true residual stays
+# above it for this many products, the products' own round-off (e.g. float32
+# on a large network) is the floor: more products cannot help, so stop.
+STALL_PRODUCTS = 10
 REORTH_PASSES = 2
 # basis columns allocated at first, doubled when full: a top-1 run stays small,
 # and growing costs one copy of the basis per doubling
@@ -70,7 +74,7 @@ INITIAL_BASIS_COLUMNS = 16  # "twice is enough" for Gram-Schmidt (Kahan-Parlett)
 
 
 class ConvergenceWarning(UserWarning):
-    """A solver stopped at its budget before reaching the requested tolerance."""
+    """A solver stopped before reaching the requested tolerance."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,19 @@ def _check_k(k: int, n: int, which: str = "largest") -> None:
         )
 
 
-def _warn_unconverged(name: str, worst: float, tol: float, budget: str) -> None:
+def _warn_unconverged(
+    name: str, worst: float, tol: float, budget: str, stalled: bool = False
+) -> None:
+    if stalled:
+        warnings.warn(
+            f"{name} stalled after {budget}: the true relative residual stays at "
+            f"{worst:.2e} > tol={tol:.1e} while the Lanczos recurrence says it is "
+            f"below tol, so the products' round-off is the floor; compute them "
+            f"in float64 (e.g. model.double() and double inputs) or loosen tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+        return
     warnings.warn(
         f"{name} stopped at its budget ({budget}) with worst relative residual "
         f"{worst:.2e} > tol={tol:.1e}; raise max_iter or loosen tol",
@@ -588,6 +604,7 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
         apply, start, gen, max(min(max_iter, n), 2 * k if which == "both" else k)
     )
     need = 2 * k if which == "both" else k
+    kry.stalled, stuck = False, 0
     while True:
         kry.extend()
         if kry.dim < need:
@@ -596,6 +613,7 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
         idx = torch.tensor(_wanted(kry.dim, k, which), device=theta.device)
         sel_theta, sel_s = theta[:, idx], s[:, :, idx]
         estimate = kry.residual_estimate(sel_s)
+        rel_estimate = None
         if estimate is not None and not kry.unsafe.any():
             rel_estimate = _relative(sel_theta, theta, estimate, start.dtype)
             if not bool((rel_estimate <= tol * ESTIMATE_SLACK).all()):
@@ -605,6 +623,13 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
         if kry.unsafe.any() and kry.dim < kry.capacity:
             continue
         if bool((rel <= tol).all()) or kry.dim >= kry.capacity:
+            return sel_theta, vecs, rel, kry
+        # Every pair passes by the recurrence, some fail for real: round-off.
+        at_floor = rel_estimate is not None and bool(
+            ((rel_estimate <= tol) | (rel <= tol)).all())
+        stuck = stuck + 1 if at_floor else 0
+        if stuck >= STALL_PRODUCTS:
+            kry.stalled = True
             return sel_theta, vecs, rel, kry
 
 
@@ -629,7 +654,11 @@ def lanczos(
     basis grows (no restarts) until every wanted pair's true relative residual,
     computed from the stored products :math:`H Q_m` at no extra product, is at
     most ``tol``, or the basis reaches ``max_iter`` vectors (memory: two
-    ``[n, m]`` blocks for a basis of ``m`` vectors, grown by doubling). On breakdown a
+    ``[n, m]`` blocks for a basis of ``m`` vectors, grown by doubling). It
+    also stops, unconverged and with a warning, when the Lanczos recurrence
+    puts every pair below ``tol`` but a true residual has stayed above it for
+    ``STALL_PRODUCTS`` products: the products' round-off (float32 on a large
+    network) is then the floor, and float64 products are the remedy. On breakdown a
     random orthogonal vector continues the basis. One start vector sees one
     copy of each repeated eigenvalue, so a multiplicity can be missed when the
     wanted pairs converge first: ``block_size = b`` starts from ``b`` vectors
@@ -681,8 +710,9 @@ def lanczos(
     _untrack(op)
     converged = bool((rel <= tol).all())
     if not converged:
-        budget = f"max_iter={max_iter} products, n={n}"
-        _warn_unconverged("lanczos", rel.max().item(), tol, budget)
+        budget = (f"{kry.dim} products" if kry.stalled
+                  else f"max_iter={max_iter} products, n={n}")
+        _warn_unconverged("lanczos", rel.max().item(), tol, budget, kry.stalled)
     return EigenResult(
         eigenvalues=vals[0].to(op.dtype),
         eigenvectors=vecs[0],
@@ -756,8 +786,10 @@ def batched_lanczos(
     vals, vecs, rel, kry = _krylov_solve(matvec, start, 1, which, tol, max_iter, gen)
     converged = (rel <= tol).all(dim=-1)
     if not bool(converged.all()):
-        budget = f"max_iter={max_iter} products, n={n}"
-        _warn_unconverged("batched_lanczos", rel.max().item(), tol, budget)
+        budget = (f"{kry.dim} products" if kry.stalled
+                  else f"max_iter={max_iter} products, n={n}")
+        _warn_unconverged("batched_lanczos", rel.max().item(), tol, budget,
+                          kry.stalled)
     has_top = which != "smallest"
     has_bottom = which != "largest"
     b = -1 if has_bottom else None
