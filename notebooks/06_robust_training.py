@@ -141,7 +141,8 @@ for key, m in found.items():
     assert all(0 <= a <= 1 for a in m.attack_accuracy), key
 unconverged = [key for key, m in found.items() if m.weight_residual > 1e-4]
 print("lambda_1(theta) solves above the relative residual 1e-4 (stopped at "
-      f"the profile's {settings.max_iter} vectors):", unconverged or "none")
+      f"the profile's {settings.max_iter} vectors, or where float32 round-off "
+      "stalled them):", unconverged or "none")
 
 # %% tags=["hide-input"]
 names = {"none": "M_ORI (plain)", "fgsm_mix": "M_ADV (robust)"}

@@ -49,10 +49,19 @@ def smoke_book(data_dir, tmp_path_factory):
     ``scripts/build_book.py`` executes every page (the introduction last)
     into a temporary folder with its own results store, and builds the HTML
     there. The page tests and the browser test share this one build.
+    ``HESSLIB_BUILT_BOOK=DIR`` uses a book already built in ``DIR`` (its HTML
+    in ``DIR/_build/html``) instead, e.g. to run the browser test on a
+    ``cpu`` build: ``HESSLIB_BUILT_BOOK=. pytest tests/test_browser.py``.
     """
     import subprocess
     import sys
 
+    built = os.environ.get("HESSLIB_BUILT_BOOK")
+    if built:
+        if not (Path(built) / "_build" / "html" / "index.html").is_file():
+            pytest.fail(f"HESSLIB_BUILT_BOOK={built!r} holds no _build/html/index.html;"
+                        " build the book there first (make book)")
+        return Path(built).resolve()
     out = tmp_path_factory.mktemp("smoke_book")
     env = {**os.environ, "HESSLIB_DATA": str(data_dir)}
     command = [sys.executable, str(REPO / "scripts" / "build_book.py"),
