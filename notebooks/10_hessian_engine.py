@@ -46,7 +46,12 @@ import torch
 from myst_nb import glue
 
 from hesslib.data import balanced_subset
-from hesslib.experiments import profile_spec, profile_splits, resolve_device, run_training
+from hesslib.experiments import (
+    profile_spec,
+    profile_splits,
+    resolve_device,
+    run_training,
+)
 from hesslib.profiles import get_profile
 from hesslib.store import Store
 
@@ -239,17 +244,18 @@ glue("in_low", f"{lowest:.2g}", display=False)
 glue("in_ratio", f"{lowest / highest:.1e}", display=False)
 
 # %% [markdown]
-# For this test image (label {glue:text}`in_label`), the largest input-Hessian eigenvalue is
-# {glue:text}`in_high` and the smallest {glue:text}`in_low`, a ratio of
-# {glue:text}`in_ratio`. M1 is piecewise linear (ReLU) and its last layer is
-# a softmax, so the input Hessian is $J^T (\operatorname{diag}(p) - pp^T) J$,
-# positive semi-definite: its lowest eigenvalue is zero up to round-off. The
-# page on the saddle-free inner loop turns this into the paper's Theorem 1.
+# For this test image (label {glue:text}`in_label`), the largest
+# input-Hessian eigenvalue is {glue:text}`in_high` and the smallest
+# {glue:text}`in_low`, a ratio of {glue:text}`in_ratio`. M1 is piecewise
+# linear (ReLU) and its last layer is a softmax, so the input Hessian is
+# $J^T (\operatorname{diag}(p) - pp^T) J$, positive semi-definite: its
+# lowest eigenvalue is zero up to round-off. The page on the saddle-free
+# inner loop turns this into the paper's Theorem 1.
 #
 # ## What else
 #
 # `power_iteration` (deflated, for comparison), `lanczos(which="smallest")`
 # and `which="both"`, warm starts (`init=`), parameter subsets
 # (`WeightHessian(..., params=...)`) and the products by `torch.func`
-# (`method="forward_over_reverse"`) are in the API reference; the Pitfalls page says what
-# the residuals and the tolerances mean.
+# (`method="forward_over_reverse"`) are in the API reference; the Pitfalls
+# page says what the residuals and the tolerances mean.
