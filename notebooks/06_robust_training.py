@@ -193,6 +193,10 @@ for curve in curves.values():
 import hesslib.plotting as hp
 
 colors = hp.batch_colors(batches)
+# One loss range for every frame of the slider (the extrapolated ends may be
+# NaN where an interpolated BatchNorm variance turns negative).
+finite = torch.cat([c.loss[torch.isfinite(c.loss)] for c in curves.values()])
+loss_range = (0.8 * finite.min().item(), 1.25 * finite.max().item())
 
 
 def plot_line(upto):
@@ -209,7 +213,8 @@ def plot_line(upto):
         ax.axvline(1, color="k", lw=0.6)
         ax.set(xlabel=r"$\alpha$ ($0$: $M_{ORI}$, $1$: $M_{ADV}$)", ylabel=field,
                xlim=(alphas[0], alphas[1]))
-    axes[0].set_yscale("log")
+    axes[0].set(yscale="log", ylim=loss_range)
+    axes[1].set_ylim(0, 1)
     axes[0].legend(fontsize=7)
     return fig
 
