@@ -124,7 +124,7 @@ def test_scoreboard_lists_every_claim(rendered):
     for claim in ("C1", "C2", "C3", "C4", "C5", "C6"):
         assert f"<td>{claim}</td>" in table.group(0)
     assert 'href="01_large_batch_setup.html"' in table.group(0)
-    assert re.search(r"<td>(held|not held) \(smoke\)</td>", table.group(0))
+    assert re.search(r"<td>(held|not held) \((smoke|cpu|paper)\)</td>", table.group(0))
 
 
 def test_screenshots_were_saved(rendered):
