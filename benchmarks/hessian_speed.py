@@ -275,7 +275,8 @@ def run_hesslib_tuned(name, op, k, ref):
         if row.reached:
             break
     row.method = "hesslib lanczos tuned"
-    row.note = f"tol={tol:g} (loosest that reaches the target)"
+    row.note = (f"tol={tol:g} (loosest that reaches the target)" if row.reached
+                else f"no tol down to {tol:g} reaches the target")
     return row
 
 

@@ -216,6 +216,14 @@ def _check_k(k: int, n: int, which: str = "largest") -> None:
         )
 
 
+def _warn_krylov_unconverged(name: str, rel: Tensor, tol: float, max_iter: int,
+                             n: int, kry: _Krylov) -> None:
+    """The warning of a Lanczos solve that stalled or ran out of vectors."""
+    budget = (f"{kry.dim} products" if kry.stalled
+              else f"max_iter={max_iter} products, n={n}")
+    _warn_unconverged(name, rel.max().item(), tol, budget, kry.stalled)
+
+
 def _warn_unconverged(
     name: str, worst: float, tol: float, budget: str, stalled: bool = False
 ) -> None:
@@ -710,9 +718,7 @@ def lanczos(
     _untrack(op)
     converged = bool((rel <= tol).all())
     if not converged:
-        budget = (f"{kry.dim} products" if kry.stalled
-                  else f"max_iter={max_iter} products, n={n}")
-        _warn_unconverged("lanczos", rel.max().item(), tol, budget, kry.stalled)
+        _warn_krylov_unconverged("lanczos", rel, tol, max_iter, n, kry)
     return EigenResult(
         eigenvalues=vals[0].to(op.dtype),
         eigenvectors=vecs[0],
@@ -786,10 +792,7 @@ def batched_lanczos(
     vals, vecs, rel, kry = _krylov_solve(matvec, start, 1, which, tol, max_iter, gen)
     converged = (rel <= tol).all(dim=-1)
     if not bool(converged.all()):
-        budget = (f"{kry.dim} products" if kry.stalled
-                  else f"max_iter={max_iter} products, n={n}")
-        _warn_unconverged("batched_lanczos", rel.max().item(), tol, budget,
-                          kry.stalled)
+        _warn_krylov_unconverged("batched_lanczos", rel, tol, max_iter, n, kry)
     has_top = which != "smallest"
     has_bottom = which != "largest"
     b = -1 if has_bottom else None
