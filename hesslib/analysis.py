@@ -73,6 +73,11 @@ DEFAULT_TOL = 1e-4  # the paper's relative tolerance (its Fig. 1)
 _INPUT_BATCH = 64  # samples per batched input-Hessian solve
 _HESSIAN_BATCH = 256  # samples per forward pass of a weight-Hessian product
 _MIN_INPUT_ITER = 20  # input Hessians converge fast: a floor for small budgets
+# Part of every cached result's key, raised whenever the measuring code
+# changes what it computes, so that a store never serves an older code's
+# results. 2: the eigen solvers accumulate norms and Rayleigh quotients in
+# float64 (float32 sums had put CIFAR eigenvalues off by up to 5e-4).
+MEASUREMENT_REVISION = 2
 
 
 def cached_json(
@@ -95,6 +100,7 @@ def cached_json(
     Returns:
         The result.
     """
+    config = {**config, "measurement_revision": MEASUREMENT_REVISION}
     if store is not None:
         stored = store.get_json(kind, config)
         if stored is not None:

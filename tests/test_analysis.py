@@ -224,3 +224,20 @@ def test_tracked_run_records_lambda_1_and_trains_the_same_weights(
     again = analysis.tracked_run(tiny, "M1", 100, splits=splits, store=store,
                                  tol=1e-3)
     assert again.from_store and again.history == tracked.history
+
+
+def test_a_new_measurement_revision_recomputes_what_older_code_stored(
+        tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    first = analysis.cached_json(store, "spectrum", {"k": 1}, compute)
+    again = analysis.cached_json(store, "spectrum", {"k": 1}, compute)
+    assert first == again == {"value": 1}
+    monkeypatch.setattr(analysis, "MEASUREMENT_REVISION",
+                        analysis.MEASUREMENT_REVISION + 1)
+    assert analysis.cached_json(store, "spectrum", {"k": 1}, compute) == {"value": 2}

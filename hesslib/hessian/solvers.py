@@ -65,12 +65,12 @@ DEFAULT_SIGMA_FRACTION = 0.01  # default smoothing: 1% of the spectral width
 ESTIMATE_SLACK = 10.0
 # When every pair's Lanczos estimate is below tol but a true residual stays
 # above it for this many products, the products' own round-off (e.g. float32
-# on a large network) is the floor: more products cannot help, so stop.
+# products of a tiny input Hessian) is the floor: more products cannot help.
 STALL_PRODUCTS = 10
-REORTH_PASSES = 2
-# basis columns allocated at first, doubled when full: a top-1 run stays small,
+REORTH_PASSES = 2  # "twice is enough" for Gram-Schmidt (Kahan-Parlett)
+# basis vectors allocated at first, doubled when full: a top-1 run stays small,
 # and growing costs one copy of the basis per doubling
-INITIAL_BASIS_COLUMNS = 16  # "twice is enough" for Gram-Schmidt (Kahan-Parlett)
+INITIAL_BASIS_COLUMNS = 16
 
 
 class ConvergenceWarning(UserWarning):
@@ -246,15 +246,56 @@ def _warn_unconverged(
 
 
 def _norm(x: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x, dim=-1)
+    """Norms of the rows of ``x``, accumulated in float64, in ``x``'s dtype."""
+    return _norm64(x).to(x.dtype)
 
 
-def _orthogonalize(x: Tensor, basis: Tensor) -> Tensor:
-    """Remove ``basis`` (``[B, n, m]``) components from the rows of ``x``."""
+def _norm64(x: Tensor, dim: int = -1) -> Tensor:
+    """Float64 norms along ``dim``.
+
+    Float32 accumulation over the millions of entries of a network's
+    parameter vector is not accurate enough: on C1 (1.8 M parameters) the
+    float32 norm of a Ritz vector was off by 2e-4, which put its Rayleigh
+    quotient off by 4e-4 relative.
+    """
+    return torch.linalg.vector_norm(x, dim=dim, dtype=torch.float64)
+
+
+def _dot(a: Tensor, b: Tensor) -> float:
+    """``a . b`` of two ``[n]`` vectors, accumulated in float64."""
+    return torch.dot(a.double(), b.double()).item()
+
+
+def _project(basis: Tensor, x: Tensor) -> Tensor:
+    """Coefficients ``basis x``: ``[B, m]`` from rows ``[B, m, n]`` and ``[B, n]``."""
+    return torch.bmm(basis, x[..., None])[..., 0]
+
+
+def _combine(basis: Tensor, coef: Tensor) -> Tensor:
+    """The combination ``basis^T coef``: ``[B, n]`` from ``[B, m, n]``, ``[B, m]``."""
+    return torch.bmm(basis.transpose(1, 2), coef[..., None])[..., 0]
+
+
+def _orthogonalize(x: Tensor, basis: Tensor, coef: Tensor | None = None) -> Tensor:
+    """Remove the components along ``basis`` from the rows of ``x``.
+
+    Classical Gram-Schmidt, twice ("twice is enough", Kahan-Parlett): each
+    pass reads the basis twice, which is what a Krylov step costs beyond its
+    product on a large model, so the basis is stored as contiguous rows.
+
+    Args:
+        x: ``[B, n]`` vectors.
+        basis: ``[B, m, n]`` orthonormal rows (``m`` may be zero).
+        coef: ``[B, m]`` the first pass's coefficients ``basis x`` when the
+            caller already has them (a Krylov step computes them for ``T``).
+
+    """
+    if basis.shape[1] == 0:
+        return x
     for _ in range(REORTH_PASSES):
-        if basis.shape[-1]:
-            coef = torch.einsum("bnm,bn->bm", basis, x)
-            x = x - torch.einsum("bnm,bm->bn", basis, coef)
+        coef = _project(basis, x) if coef is None else coef
+        x = x - _combine(basis, coef)
+        coef = None
     return x
 
 
@@ -263,7 +304,7 @@ def _orthonormalize(x: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
 
     Args:
         x: ``[B, n]`` vectors.
-        basis: ``[B, n, m]`` orthonormal columns (``m`` may be zero).
+        basis: ``[B, m, n]`` orthonormal rows (``m`` may be zero).
 
     Returns:
         ``(unit, norm)``: ``[B, n]`` normalized vectors and ``[B]`` the norms
@@ -358,16 +399,16 @@ def power_iteration(
     gen = _generator(generator)
     starts = _starts(init, n, k, op, gen)
     start_products = op.num_products
-    vecs = torch.empty(n, 0, dtype=op.dtype, device=op.device)
-    prods = torch.empty_like(vecs)
+    found = torch.empty(0, n, dtype=op.dtype, device=op.device)  # rows
+    prods = torch.empty_like(found)
     iters, scale = 0, 0.0
     for j in range(k):
-        v, w, used = _power_one(op, starts[:, j], vecs, tol, max_iter, scale, gen)
-        vecs = torch.cat([vecs, v[:, None]], dim=1)
-        prods = torch.cat([prods, w[:, None]], dim=1)
-        scale = max(scale, abs(torch.dot(v, w).item()))
+        v, w, used = _power_one(op, starts[:, j], found, tol, max_iter, scale, gen)
+        found = torch.cat([found, v[None]])
+        prods = torch.cat([prods, w[None]])
+        scale = max(scale, abs(_dot(v, w)))
         iters += used
-    vals, vecs, residuals = _rayleigh_ritz(vecs, prods)
+    vals, vecs, residuals = _rayleigh_ritz(found.T, prods.T)
     _untrack(op)
     converged = bool((residuals <= tol).all())
     if not converged:
@@ -403,7 +444,8 @@ def _power_one(op, v, found, tol, max_iter, scale, gen):
     """One deflated power iteration; returns ``(v, H v, products)``.
 
     Stops when the residual of the deflated operator, ``||P H v - lam v||``
-    relative to ``|lam|`` (``P`` projects out ``found``), is at most ``tol``.
+    relative to ``|lam|`` (``P`` projects out ``found``, ``[j, n]`` rows), is
+    at most ``tol``.
     """
     floor = _breakdown_rtol(op.dtype)
     tiny = torch.finfo(op.dtype).tiny
@@ -414,10 +456,10 @@ def _power_one(op, v, found, tol, max_iter, scale, gen):
     while used < max_iter:
         used += 1
         w = op.matvec(v[0])
-        lam = torch.dot(v[0], w).item()
+        lam = _dot(v[0], w)
         nxt, norm = _orthonormalize(w[None], basis)
         rho = max(abs(lam), scale)
-        resid = torch.linalg.vector_norm(nxt[0] * norm - lam * v[0]).item()
+        resid = _norm64(nxt[0] * norm - lam * v[0]).item()
         r = resid / max(abs(lam), ZERO_FLOOR * rho, tiny)
         if r < best[0]:
             best = (r, v[0], w)
@@ -443,7 +485,7 @@ def _rayleigh_ritz(vecs: Tensor, prods: Tensor) -> tuple[Tensor, Tensor, Tensor]
     order = torch.argsort(theta.abs(), descending=True, stable=True)
     theta, s = theta[order], s[:, order].to(vecs.dtype)
     vecs, prods = vecs @ s, prods @ s
-    resid = torch.linalg.vector_norm(prods - vecs * theta.to(vecs.dtype), dim=0)
+    resid = _norm64(prods - vecs * theta.to(vecs.dtype), dim=0)
     rel = _relative(theta[None], theta[None], resid.double()[None], vecs.dtype)[0]
     return theta.to(vecs.dtype), vecs, rel
 
@@ -476,11 +518,12 @@ class _Krylov:
         start = start[..., None] if start.dim() == 2 else start
         batch, n, _ = start.shape
         self.capacity = min(capacity, n)
-        columns = min(self.capacity, INITIAL_BASIS_COLUMNS)
-        shape = (batch, n, columns)
-        self._q = torch.empty(shape, dtype=start.dtype, device=start.device)
+        rows = min(self.capacity, INITIAL_BASIS_COLUMNS)
+        # basis and products as rows [B, m, n]: each pass over them is a
+        # contiguous read (a column layout measured twice as slow on a CPU)
+        self._q = start.new_empty(batch, rows, n)
         self._w = torch.empty_like(self._q)
-        tshape = (batch, columns, columns)
+        tshape = (batch, rows, rows)
         self._t = torch.zeros(tshape, dtype=torch.float64, device=start.device)
         self.dim = 0
         self.num_products = 0
@@ -492,13 +535,13 @@ class _Krylov:
 
     @property
     def q(self) -> Tensor:
-        """The basis ``[B, n, m]`` (a view)."""
-        return self._q[..., : self.dim]
+        """The basis ``[B, n, m]`` (a transposed view of the stored rows)."""
+        return self._q[:, : self.dim].transpose(1, 2)
 
     @property
     def w(self) -> Tensor:
         """The products ``H Q``, ``[B, n, m]`` (a view)."""
-        return self._w[..., : self.dim]
+        return self._w[:, : self.dim].transpose(1, 2)
 
     @property
     def t(self) -> Tensor:
@@ -514,40 +557,47 @@ class _Krylov:
         hp = self.apply(p)
         self.num_products += 1
         m = self.dim
-        if m == self._q.shape[-1]:
+        if m == self._q.shape[1]:
             self._grow()
-        self._q[..., m] = p
-        self._w[..., m] = hp
+        self._q[:, m] = p
+        self._w[:, m] = hp
         self.dim = m + 1
+        # T's new column Q^T H p is also the first Gram-Schmidt pass of H p;
         # entries in the operator's dtype, stored and diagonalized in float64
-        col = torch.einsum("bnm,bn->bm", self.q, hp).double()
-        self._t[:, : m + 1, m] = col
-        self._t[:, m, : m + 1] = col
+        col = _project(self._q[:, : m + 1], hp)
+        self._t[:, : m + 1, m] = col.double()
+        self._t[:, m, : m + 1] = col.double()
         self.queue.append((hp, _norm(hp), torch.zeros_like(was_random)))
-        self._refresh(added_random=was_random)
+        self._refresh(added_random=was_random, last_coef=col)
 
     def _grow(self) -> None:
-        """Double the allocated columns (up to the capacity), keeping the basis."""
-        old = self._q.shape[-1]
+        """Double the allocated rows (up to the capacity), keeping the basis."""
+        old = self._q.shape[1]
         new = min(self.capacity, 2 * old)
-        q = self._q.new_empty(*self._q.shape[:-1], new)
+        q = self._q.new_empty(self._q.shape[0], new, self._q.shape[2])
         w = torch.empty_like(q)
         t = self._t.new_zeros(self._t.shape[0], new, new)
-        q[..., :old], w[..., :old], t[:, :old, :old] = self._q, self._w, self._t
+        q[:, :old], w[:, :old], t[:, :old, :old] = self._q, self._w, self._t
         self._q, self._w, self._t = q, w, t
 
-    def _refresh(self, added_random: Tensor) -> None:
-        """Orthogonalize the queue against the basis; replace dependent rows."""
+    def _refresh(self, added_random: Tensor, last_coef: Tensor | None = None) -> None:
+        """Orthogonalize the queue against the basis; replace dependent rows.
+
+        ``last_coef`` (``[B, m]``): the basis coefficients of the newest queued
+        direction, already computed by :meth:`extend`.
+        """
         self.unsafe = torch.zeros_like(self.unsafe)
         if self.dim >= self.capacity:
             return
         tiny = torch.finfo(self._q.dtype).tiny
+        basis = self._q[:, : self.dim]
+        last = len(self.queue) - 1
         for i, (vec, ref, rand) in enumerate(self.queue):
-            vec = _orthogonalize(vec, self.q)
+            vec = _orthogonalize(vec, basis, last_coef if i == last else None)
             broke = _norm(vec) <= _breakdown_rtol(vec.dtype) * ref.clamp_min(tiny)
             if broke.any():
                 fresh = _randn(vec.shape, self.gen, vec.dtype, vec.device)
-                fresh = _orthogonalize(fresh, self.q)
+                fresh = _orthogonalize(fresh, basis)
                 vec = torch.where(broke[:, None], fresh, vec)
                 ref = torch.where(broke, _norm(fresh), ref)
                 self.unsafe = self.unsafe | (broke & ~added_random)
@@ -576,13 +626,23 @@ class _Krylov:
         last = s[:, self.dim - 1, :].abs()
         return _norm(pending).double()[:, None] * last
 
-    def pairs(self, theta: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-        """Ritz vectors ``[B, n, j]`` and true absolute residuals ``[B, j]``."""
-        s = s.to(self.q.dtype)
-        vecs = self.q @ s
-        hv = self.w @ s
-        resid = hv - vecs * theta.to(self.q.dtype)[:, None, :]
-        return vecs, torch.linalg.vector_norm(resid, dim=1).double()
+    def pairs(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Ritz pairs of the coefficient columns ``s`` (``[B, m, j]``).
+
+        Returns the Rayleigh quotients ``[B, j]`` (float64), the Ritz vectors
+        as rows ``[B, j, n]`` and their true absolute residuals ``[B, j]``.
+        The quotients ``v . Hv / v . v`` are accumulated in float64 from the
+        stored products: the Ritz values of ``T``, whose entries are float32
+        sums over ``n`` terms, can be off by more than a large model's
+        residual target (1e-5 relative on C1) when the vectors are not.
+        """
+        coef = s.transpose(1, 2).to(self._q.dtype)  # [B, j, m]
+        vecs = coef @ self._q[:, : self.dim]
+        prods = coef @ self._w[:, : self.dim]
+        dot = torch.float64
+        theta = (vecs * prods).sum(-1, dtype=dot) / (vecs * vecs).sum(-1, dtype=dot)
+        resid = prods - theta.to(vecs.dtype)[..., None] * vecs
+        return theta, vecs, _norm64(resid)
 
 
 def _wanted(m: int, k: int, which: Which) -> list[int]:
@@ -626,19 +686,20 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
             rel_estimate = _relative(sel_theta, theta, estimate, start.dtype)
             if not bool((rel_estimate <= tol * ESTIMATE_SLACK).all()):
                 continue  # true residuals (O(n m k)) cannot pass yet
-        vecs, resid = kry.pairs(sel_theta, sel_s)
-        rel = _relative(sel_theta, theta, resid, start.dtype)
         if kry.unsafe.any() and kry.dim < kry.capacity:
             continue
+        sel_theta, rows, resid = kry.pairs(sel_s)
+        rel = _relative(sel_theta, theta, resid, start.dtype)
+        vecs = rows.transpose(1, 2)
         if bool((rel <= tol).all()) or kry.dim >= kry.capacity:
-            return sel_theta, vecs, rel, kry
+            return sel_theta, vecs.contiguous(), rel, kry
         # Every pair passes by the recurrence, some fail for real: round-off.
         at_floor = rel_estimate is not None and bool(
             ((rel_estimate <= tol) | (rel <= tol)).all())
         stuck = stuck + 1 if at_floor else 0
         if stuck >= STALL_PRODUCTS:
             kry.stalled = True
-            return sel_theta, vecs, rel, kry
+            return sel_theta, vecs.contiguous(), rel, kry
 
 
 def lanczos(
@@ -665,8 +726,11 @@ def lanczos(
     ``[n, m]`` blocks for a basis of ``m`` vectors, grown by doubling). It
     also stops, unconverged and with a warning, when the Lanczos recurrence
     puts every pair below ``tol`` but a true residual has stayed above it for
-    ``STALL_PRODUCTS`` products: the products' round-off (float32 on a large
-    network) is then the floor, and float64 products are the remedy. On breakdown a
+    ``STALL_PRODUCTS`` products: the products' round-off (float32 products of
+    a tiny input Hessian, say) is then the floor, and float64 products are the
+    remedy. Norms, dot products and the reported Rayleigh quotients are
+    accumulated in float64 (float32 sums over millions of parameters are not
+    accurate to 1e-4). On breakdown a
     random orthogonal vector continues the basis. One start vector sees one
     copy of each repeated eigenvalue, so a multiplicity can be missed when the
     wanted pairs converge first: ``block_size = b`` starts from ``b`` vectors
@@ -858,7 +922,7 @@ def hutchinson(
     converged = False
     while len(terms) < max_samples:
         z = _rademacher((op.size,), gen, op.dtype, op.device)
-        terms.append(torch.dot(z, op.matvec(z)).item())
+        terms.append(_dot(z, op.matvec(z)))
         if len(terms) >= min_samples:
             est, se = _mean_se(terms)
             if se <= rtol * abs(est):
@@ -922,10 +986,11 @@ def hutchpp(
     g = num_products - 2 * s
     sketch = _rademacher((op.size, s), gen, op.dtype, op.device)
     q, _ = torch.linalg.qr(op.matmat(sketch))
-    exact = torch.trace(q.T @ op.matmat(q)).item()
+    # the traces' long sums accumulate in float64 (see _norm64)
+    exact = (q * op.matmat(q)).sum(dtype=torch.float64).item()
     probes = _rademacher((op.size, g), gen, op.dtype, op.device)
     probes = probes - q @ (q.T @ probes)
-    terms = (probes * op.matmat(probes)).sum(dim=0).tolist()
+    terms = (probes * op.matmat(probes)).sum(dim=0, dtype=torch.float64).tolist()
     est, se = _mean_se(terms)
     return TraceResult(exact + est, se, s + g, op.num_products - start, True)
 
