@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import os
 import platform
@@ -70,7 +71,7 @@ REF_TOL_MIXED = 1e-5  # float32 products: their round-off may stop it above this
 REF_MAX_ITER = 400
 REF_MAX_ITER_MIXED = 150  # where float32 round-off stalls the residual
 # a float64 model for the reference unless its product costs more than this
-# many float32 ones (M1: about 3; C1: 4 to 16, no oneDNN float64 convolution)
+# many float32 ones (M1: about 3; C1: about 6, no oneDNN float64 convolution)
 F64_AFFORDABLE = 4
 PYHESSIAN_TOL = 1e-6  # its relative-change rule needs ~100x below the target
 EIGENTHINGS_POWER_TOL = 1e-4  # its rule also requires residual < tol
@@ -204,10 +205,7 @@ def reference(model, x, y, k, quick, log):
     m64 = copy.deepcopy(model).double()
     op64 = WeightHessian(m64, F.cross_entropy, (x.double(), y), check_determinism=False)
     probe = torch.randn(op64.size, dtype=torch.float64)
-    start = time.perf_counter()
-    op64.matvec(probe)
-    op64.matvec(probe)
-    f64_cost = (time.perf_counter() - start) / 2
+    f64_cost = median_seconds(functools.partial(op64.matvec, probe), 1)  # warmed up
     op32 = WeightHessian(model, F.cross_entropy, (x, y), check_determinism=False)
     f32_cost = median_seconds(lambda: op32.matvec(probe.float()), 1)
     use_f64 = f64_cost < F64_AFFORDABLE * max(f32_cost, 1e-3)
@@ -228,6 +226,8 @@ def reference(model, x, y, k, quick, log):
                    f"{res.residuals[:k].max().item():.1e}, error bound r^2 "
                    f"|lam| / gap <= {_gap_bound(res, k):.1e}")
     seconds = time.perf_counter() - start
+    if not res.converged:
+        how += " (NOT converged: judge the rows below with care)"
     vals = res.eigenvalues.double()[:k]
     if not use_f64 and not quick:  # check the top pair with the float64 model
         v = res.eigenvectors[:, 0].double()
@@ -286,8 +286,8 @@ class Recorder(LinearOperator):
         Ritz values after ``m`` steps are the eigenvalues of the leading
         ``m x m`` block of ``Q^T H Q``.
         """
-        q, w = self.vecs[: self.count], self.prods[: self.count]
-        t = (q @ w.T).double()
+        q, w = self.vecs[: self.count].double(), self.prods[: self.count].double()
+        t = q @ w.T  # float64 sums, as the solver's reported values
         t = (t + t.T) / 2
         for m in range(ref.numel(), self.count + 1):
             if max_rel_err(torch.linalg.eigvalsh(t[:m, :m]), ref) <= TARGET_RTOL:
@@ -311,7 +311,7 @@ def run_hesslib(name, op, k, solver, ref, max_iter=None, tol=SOLVER_TOL):
     label = "lanczos" if solver is lanczos else "power"
     note = ""
     if not res.converged and solver is power_iteration:
-        note = f"residual rule not met at max_iter={max_iter} per pair"
+        note = f"its residual rule not met within max_iter={max_iter} per pair"
     elif not res.converged:
         note = f"residual rule not met after {res.num_products} products"
     return Row(name, k, f"hesslib {label}", res.num_products, seconds,
@@ -543,17 +543,26 @@ def fmt_row(row: Row) -> str:
             f"{err:>9s} {mem:>7s}  {status:12s} {row.note}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller problems (M1 512, C1 128 samples): minutes")
-    parser.add_argument("--models", nargs="+", default=["M1", "C1"])
-    parser.add_argument("--top", nargs="+", type=int, default=None,
+    parser.add_argument("--models", nargs="+", default=["M1", "C1"],
+                        choices=sorted(FULL))
+    parser.add_argument("--top", nargs="+", type=positive_int, default=None,
                         help="top-k targets for every model (default: M1 1 20, C1 1)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(),
-        help="torch threads (default: one per core); use 1 on a machine shared "
+        "--threads", type=positive_int, default=len(os.sched_getaffinity(0)),
+        help="torch threads (default: one per usable core); use 1 on a machine shared "
         "with other jobs, where threads waiting on busy cores ran several times "
         "slower")
     parser.add_argument("--peer-budget", type=float, default=1.0,

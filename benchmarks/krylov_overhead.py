@@ -70,8 +70,11 @@ def time_eigenthings(op: Diagonal, steps: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
+    if args.steps < K or args.threads < 1:
+        parser.error(f"need --steps >= {K} (a top-{K} basis) and --threads >= 1; "
+                     f"got {args.steps} and {args.threads}")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; top {K}, "
           f"{args.steps} steps; milliseconds per step (products cost ~0 here)")

@@ -132,14 +132,24 @@ def test_lanczos_on_exhausted_krylov_space_continues_with_random_vectors():
     torch.testing.assert_close(res.eigenvalues, torch.tensor([7.0, -2.0], dtype=DT))
 
 
-def test_warm_start_converges_in_one_product():
+def test_a_warm_start_at_an_eigenvector_cannot_hide_the_extremes():
     lam = spectrum()
     a = known_matrix(lam)
-    v = torch.linalg.eigh(a).eigenvectors[:, -1]
-    res_l = lanczos(a, k=1, tol=1e-6, init=v)
-    res_p = power_iteration(a, k=1, tol=1e-6, init=v)
-    assert res_l.num_products <= 2  # the start's breakdown is probed once
-    assert res_p.num_products == 1
+    vecs = torch.linalg.eigh(a).eigenvectors  # ascending
+    # an interior eigenvector is an exact, converged pair: Lanczos must still
+    # look beyond the invariant subspace it spans before it stops
+    for init, block_size in [(vecs[:, -1], 1), (vecs[:, -2], 1), (vecs[:, -3], 2),
+                             (vecs[:, [-2, -3]], 2), (vecs[:, [-2, -3, 5]], 3),
+                             (vecs[:, -1] + 1e-12, 2)]:  # passes at step 1
+        res = lanczos(a, k=1, tol=1e-6, init=init, block_size=block_size)
+        assert res.converged
+        torch.testing.assert_close(res.eigenvalues, lam.max()[None], rtol=1e-8,
+                                   atol=0)
+    res = lanczos(a, k=2, which="smallest", tol=1e-6, init=vecs[:, 5])
+    torch.testing.assert_close(res.eigenvalues, lam.sort().values[:2], rtol=1e-8,
+                               atol=1e-10)
+    # power iteration trusts its start: the top eigenvector converges at once
+    assert power_iteration(a, k=1, tol=1e-6, init=vecs[:, -1]).num_products == 1
 
 
 def test_same_seed_same_results_and_seed_reaches_the_draws():

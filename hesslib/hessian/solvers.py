@@ -368,7 +368,9 @@ def power_iteration(
     stored products (no extra product), removes the coupling that inexact
     deflation leaves; the reported residuals are the true ones. Repeated
     eigenvalues are found once per multiplicity. If ``+lam`` and ``-lam`` are
-    both extreme the iteration cannot settle: it then warns.
+    both extreme the iteration cannot settle: it then warns. A start that is
+    an eigenvector converges at once, extreme or not: warm-start it with
+    approximate vectors only, or use :func:`lanczos`.
 
     Args:
         op: symmetric operator of size ``n`` or a dense ``[n, n]`` tensor.
@@ -513,7 +515,8 @@ class _Krylov:
     replacement is probed.
     """
 
-    def __init__(self, apply, start: Tensor, gen: torch.Generator, capacity: int):
+    def __init__(self, apply, start: Tensor, gen: torch.Generator, capacity: int,
+                 random_from: int | None = None):
         self.apply, self.gen = apply, gen
         start = start[..., None] if start.dim() == 2 else start
         batch, n, _ = start.shape
@@ -531,6 +534,11 @@ class _Krylov:
         # queue of (direction, its norm when queued, is-a-random-replacement)
         self.queue = [(c, _norm(c), no) for c in start.unbind(-1)]
         self.unsafe = no
+        # basis index of the first random vector after given starts (-1: none):
+        # random start columns after ``random_from`` given ones, or a random
+        # replacement after a breakdown
+        first = -1 if random_from is None else random_from
+        self.first_random = torch.full((batch,), first, device=start.device)
         self._refresh(added_random=no)
 
     @property
@@ -562,6 +570,8 @@ class _Krylov:
         self._q[:, m] = p
         self._w[:, m] = hp
         self.dim = m + 1
+        fresh = was_random & (self.first_random < 0)
+        self.first_random = torch.where(fresh, m, self.first_random)
         # T's new column Q^T H p is also the first Gram-Schmidt pass of H p;
         # entries in the operator's dtype, stored and diagonalized in float64
         col = _project(self._q[:, : m + 1], hp)
@@ -645,6 +655,43 @@ class _Krylov:
         return theta, vecs, _norm64(resid)
 
 
+    def restart_unsettled(self, k: int, which: Which, tol: float) -> bool:
+        """Whether a restart after a breakdown has yet to find its own extremes.
+
+        A start inside an invariant subspace (an eigenvector as warm start)
+        breaks down at once into exact but possibly interior eigenpairs; a
+        random vector orthogonal to them continues the basis. Where that
+        subspace is decoupled from the rest (``Q^T H Q`` block diagonal up to
+        round-off), the continuation is a fresh Lanczos run on the rest of
+        the space, and its wanted pairs must converge too before the union's
+        extremes can be trusted.
+        """
+        for b, first in enumerate(self.first_random.tolist()):
+            if first <= 0:  # no breakdown, or the start itself was random
+                continue
+            if first >= self.dim:  # the random start is still queued
+                return True
+            t = self.t[b]
+            scale = t.abs().max().item()
+            if t[:first, first:].abs().max().item() > _breakdown_rtol(t.dtype) * scale:
+                continue  # coupled: not a separate run
+            size = self.dim - first
+            kk = min(k, size // 2) if which == "both" else min(k, size)
+            if kk == 0:
+                return True
+            theta, s = torch.linalg.eigh(t[first:, first:])
+            idx = torch.tensor(_wanted(size, kk, which), device=t.device)
+            coef = s[:, idx].T.to(self._q.dtype)
+            vecs = coef @ self._q[b, first : self.dim]
+            prods = coef @ self._w[b, first : self.dim]
+            resid = _norm64(prods - theta[idx].to(vecs.dtype)[:, None] * vecs)
+            all_theta = torch.linalg.eigvalsh(t)[None]
+            rel = _relative(theta[idx][None], all_theta, resid[None], t.dtype)
+            if bool((rel > tol).any()):
+                return True
+        return False
+
+
 def _wanted(m: int, k: int, which: Which) -> list[int]:
     """Return indices into ascending Ritz values, in the order of the results."""
     top = list(range(m - 1, m - k - 1, -1))
@@ -662,15 +709,16 @@ def _relative(theta: Tensor, all_theta: Tensor, resid: Tensor, dtype) -> Tensor:
     return resid / denom.clamp_min(torch.finfo(torch.float64).tiny)
 
 
-def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
+def _krylov_solve(apply, start, k, which, tol, max_iter, gen, random_from=None):
     """Grow a Krylov basis until the wanted Ritz pairs have residual <= tol.
 
-    Returns ``(values [B, j], vectors [B, n, j], relres [B, j], krylov)``.
+    ``random_from``: the start columns from this one on are random (the
+    earlier ones given). Returns ``(values [B, j], vectors [B, n, j],
+    relres [B, j], krylov)``.
     """
     n = start.shape[1]  # start: [B, n] or [B, n, b]
-    kry = _Krylov(
-        apply, start, gen, max(min(max_iter, n), 2 * k if which == "both" else k)
-    )
+    capacity = max(min(max_iter, n), 2 * k if which == "both" else k)
+    kry = _Krylov(apply, start, gen, capacity, random_from)
     need = 2 * k if which == "both" else k
     kry.stalled, stuck = False, 0
     while True:
@@ -691,7 +739,10 @@ def _krylov_solve(apply, start, k, which, tol, max_iter, gen):
         sel_theta, rows, resid = kry.pairs(sel_s)
         rel = _relative(sel_theta, theta, resid, start.dtype)
         vecs = rows.transpose(1, 2)
-        if bool((rel <= tol).all()) or kry.dim >= kry.capacity:
+        at_capacity = kry.dim >= kry.capacity
+        if at_capacity or (
+            bool((rel <= tol).all()) and not kry.restart_unsettled(k, which, tol)
+        ):
             return sel_theta, vecs.contiguous(), rel, kry
         # Every pair passes by the recurrence, some fail for real: round-off.
         at_floor = rel_estimate is not None and bool(
@@ -731,7 +782,11 @@ def lanczos(
     remedy. Norms, dot products and the reported Rayleigh quotients are
     accumulated in float64 (float32 sums over millions of parameters are not
     accurate to 1e-4). On breakdown a
-    random orthogonal vector continues the basis. One start vector sees one
+    random orthogonal vector continues the basis, and where the subspace
+    found so far is invariant (a warm start at an eigenvector) the solver
+    does not stop before that continuation's own wanted pairs have
+    converged: an interior eigenpair, exact as it is, cannot pass for an
+    extreme one. One start vector sees one
     copy of each repeated eigenvalue, so a multiplicity can be missed when the
     wanted pairs converge first: ``block_size = b`` starts from ``b`` vectors
     (block Lanczos, grown one product at a time) and resolves multiplicities
@@ -772,12 +827,14 @@ def lanczos(
         raise ValueError(f"block_size must be an int in [1, n={n}], got {block_size!r}")
     start = _starts(init, n, block_size, op, gen, "block_size")
     start_products = op.num_products
+    given = 0 if init is None else (1 if init.dim() == 1 else init.shape[1])
+    random_from = given if 0 < given < block_size else None
 
     def apply(x: Tensor) -> Tensor:
         return op.matvec(x[0])[None]
 
     vals, vecs, rel, kry = _krylov_solve(
-        apply, start[None], k, which, tol, max_iter, gen
+        apply, start[None], k, which, tol, max_iter, gen, random_from
     )
     _untrack(op)
     converged = bool((rel <= tol).all())
