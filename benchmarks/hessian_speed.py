@@ -288,11 +288,20 @@ class Recorder(LinearOperator):
         """
         q, w = self.vecs[: self.count].double(), self.prods[: self.count].double()
         t = q @ w.T  # float64 sums, as the solver's reported values
-        t = (t + t.T) / 2
-        for m in range(ref.numel(), self.count + 1):
-            if max_rel_err(torch.linalg.eigvalsh(t[:m, :m]), ref) <= TARGET_RTOL:
-                return m
-        return None
+        return fewest_steps((t + t.T) / 2, ref)
+
+
+def fewest_steps(t: Tensor, ref: Tensor) -> int | None:
+    """Smallest ``m`` whose leading ``m x m`` block of ``t`` reaches the target.
+
+    ``t`` is the projection ``Q^T H Q`` of a Lanczos run with full
+    reorthogonalization (float64): the run of ``m`` steps from the same start
+    has its leading block, so one long run tunes ``max_iter`` exactly.
+    """
+    for m in range(ref.numel(), t.shape[0] + 1):
+        if max_rel_err(torch.linalg.eigvalsh(t[:m, :m]), ref) <= TARGET_RTOL:
+            return m
+    return None
 
 
 def run_hesslib(name, op, k, solver, ref, max_iter=None, tol=SOLVER_TOL):
@@ -442,24 +451,14 @@ def run_eigenthings(name, model, x, y, k, ref, budget_s, hvp_s, mode):
 
 
 def eigenthings_lanczos_steps(he, op, k, ref, cap):
-    """Smallest step count whose Ritz values reach the target (one long run).
-
-    With full reorthogonalization and a fixed start, the tridiagonal matrix of
-    ``m`` steps is the leading block of that of ``cap`` steps, so one run of
-    ``cap`` steps tunes ``max_iter`` exactly.
-    """
+    """Smallest step count that reaches the target, from one run of ``cap``."""
     gen = torch.Generator(device="cpu").manual_seed(SEED)
     v0 = torch.randn(op.size, dtype=op.dtype, generator=gen)
     td = he.lanczos_tridiagonal(op, v0, cap, reorthogonalize=True)
     alphas = torch.as_tensor(td.alphas, dtype=torch.float64)
-    betas = torch.as_tensor(td.betas, dtype=torch.float64)
-    for m in range(k, len(alphas) + 1):
-        t = torch.diag(alphas[:m])
-        if m > 1:
-            t += torch.diag(betas[: m - 1], 1) + torch.diag(betas[: m - 1], -1)
-        if max_rel_err(torch.linalg.eigvalsh(t), ref) <= TARGET_RTOL:
-            return m
-    return None
+    betas = torch.as_tensor(td.betas, dtype=torch.float64)[: len(alphas) - 1]
+    t = torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)
+    return fewest_steps(t, ref)
 
 
 # ---------------------------------------------------------------- one model

@@ -542,16 +542,6 @@ class _Krylov:
         self._refresh(added_random=no)
 
     @property
-    def q(self) -> Tensor:
-        """The basis ``[B, n, m]`` (a transposed view of the stored rows)."""
-        return self._q[:, : self.dim].transpose(1, 2)
-
-    @property
-    def w(self) -> Tensor:
-        """The products ``H Q``, ``[B, n, m]`` (a view)."""
-        return self._w[:, : self.dim].transpose(1, 2)
-
-    @property
     def t(self) -> Tensor:
         """The projection ``Q^T H Q``, ``[B, m, m]`` float64 (a view)."""
         return self._t[:, : self.dim, : self.dim]
@@ -637,23 +627,8 @@ class _Krylov:
         return _norm(pending).double()[:, None] * last
 
     def pairs(self, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Ritz pairs of the coefficient columns ``s`` (``[B, m, j]``).
-
-        Returns the Rayleigh quotients ``[B, j]`` (float64), the Ritz vectors
-        as rows ``[B, j, n]`` and their true absolute residuals ``[B, j]``.
-        The quotients ``v . Hv / v . v`` are accumulated in float64 from the
-        stored products: the Ritz values of ``T``, whose entries are float32
-        sums over ``n`` terms, can be off by more than a large model's
-        residual target (1e-5 relative on C1) when the vectors are not.
-        """
-        coef = s.transpose(1, 2).to(self._q.dtype)  # [B, j, m]
-        vecs = coef @ self._q[:, : self.dim]
-        prods = coef @ self._w[:, : self.dim]
-        dot = torch.float64
-        theta = (vecs * prods).sum(-1, dtype=dot) / (vecs * vecs).sum(-1, dtype=dot)
-        resid = prods - theta.to(vecs.dtype)[..., None] * vecs
-        return theta, vecs, _norm64(resid)
-
+        """Ritz pairs of coefficient columns ``s`` ``[B, m, j]``; see _ritz_rows."""
+        return _ritz_rows(self._q[:, : self.dim], self._w[:, : self.dim], s)
 
     def restart_unsettled(self, k: int, which: Which, tol: float) -> bool:
         """Whether a restart after a breakdown has yet to find its own extremes.
@@ -679,17 +654,34 @@ class _Krylov:
             kk = min(k, size // 2) if which == "both" else min(k, size)
             if kk == 0:
                 return True
-            theta, s = torch.linalg.eigh(t[first:, first:])
+            _, s = torch.linalg.eigh(t[first:, first:])
             idx = torch.tensor(_wanted(size, kk, which), device=t.device)
-            coef = s[:, idx].T.to(self._q.dtype)
-            vecs = coef @ self._q[b, first : self.dim]
-            prods = coef @ self._w[b, first : self.dim]
-            resid = _norm64(prods - theta[idx].to(vecs.dtype)[:, None] * vecs)
+            rows = slice(first, self.dim)
+            theta, _, resid = _ritz_rows(self._q[b : b + 1, rows],
+                                         self._w[b : b + 1, rows], s[None, :, idx])
             all_theta = torch.linalg.eigvalsh(t)[None]
-            rel = _relative(theta[idx][None], all_theta, resid[None], t.dtype)
+            rel = _relative(theta, all_theta, resid, t.dtype)
             if bool((rel > tol).any()):
                 return True
         return False
+
+
+def _ritz_rows(q: Tensor, w: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Ritz pairs from basis rows ``q`` and their products ``w`` (``[B, m, n]``).
+
+    ``s`` (``[B, m, j]``) holds the pairs' coefficient columns. Returns the
+    Rayleigh quotients ``v . Hv / v . v`` (``[B, j]``, float64: the Ritz
+    values of ``T``, whose entries are float32 sums over ``n`` terms, can be
+    off by more than a large model's residual target, 1e-5 relative on C1,
+    when the vectors are not), the Ritz vectors as rows ``[B, j, n]`` and
+    their true absolute residuals ``[B, j]``.
+    """
+    coef = s.transpose(1, 2).to(q.dtype)  # [B, j, m]
+    vecs, prods = coef @ q, coef @ w
+    dot = torch.float64
+    theta = (vecs * prods).sum(-1, dtype=dot) / (vecs * vecs).sum(-1, dtype=dot)
+    resid = prods - theta.to(vecs.dtype)[..., None] * vecs
+    return theta, vecs, _norm64(resid)
 
 
 def _wanted(m: int, k: int, which: Which) -> list[int]:
